@@ -1,0 +1,457 @@
+"""The engine: samples in, one result per sample out, whatever the rewards do.
+
+``Engine`` takes one reward or several weighted ones (composition), runs each the way its kind demands and
+combines the per-component values:
+
+* ``process`` rewards go to a :class:`~rewardflow.executors.process.ProcessPool` (killable timeouts, dead-worker
+  recovery), created lazily on first use;
+* ``inline`` rewards are called in the caller; when every component is inline, :meth:`Engine.score` never touches
+  asyncio, which keeps the overhead to a few microseconds per sample;
+* ``async`` rewards are awaited on the event loop under a per-reward concurrency limit and timeout;
+* ``group`` rewards get one call per group of samples (``Sample.group``, else samples sharing a prompt);
+  ``batch`` rewards get the whole batch in one call. Sync batch/group rewards run in a thread so the event loop
+  stays free; their timeout cannot kill the thread, so it is reported but the call is left to finish.
+
+The core is async (:meth:`Engine.ascore`, :meth:`Engine.ascore_one`); :meth:`Engine.score` is the thin sync
+wrapper, running the core on an event loop the engine owns (one loop for the engine's lifetime, so clients
+created by async rewards, such as a judge's HTTP client, are reused across calls).
+
+Combination: the value is ``sum(weight * component)``; if any component is not ok, the sample's status is that
+component's status, its value is ``None``, and ``components`` still shows every component that did score. A
+*gate* component (``gate=True``) that scores <= 0 sets the value to 0.0, with a reason, e.g. a format check in
+front of an accuracy reward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from rewardflow.errors import ConfigError, EngineClosedError, InputError
+from rewardflow.reward import Kind, Reward, error_results, invoke, invoke_async, invoke_many
+from rewardflow.types import RewardResult, Sample, Status
+
+__all__ = ["Component", "Engine"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONCURRENCY = 64
+
+
+@dataclass(frozen=True)
+class Component:
+    """One named, weighted reward inside an engine."""
+
+    name: str
+    reward: Reward
+    weight: float = 1.0
+    gate: bool = False
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, owned by one engine, for the sync API."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="rewardflow-loop", daemon=True)
+                self._thread.start()
+            loop = self._loop
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("Engine.score() called from inside a reward; use `await engine.ascore(...)`")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+
+        async def _drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await loop.shutdown_asyncgens()
+
+        try:
+            asyncio.run_coroutine_threadsafe(_drain(), loop).result(timeout=5)
+        except Exception:  # closing must not raise; leftovers die with the daemon thread
+            logger.debug("event loop drain failed", exc_info=True)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            loop.close()
+
+
+RewardLike = Any  # callable, Reward, registry name / import path, or (any of those, weight)
+
+
+class Engine:
+    """Score samples with one or more rewards; see the module docstring.
+
+    Args:
+        rewards: a callable, a :class:`Reward`, a registry name or import path, a list of those, a mapping
+            ``{component_name: reward or (reward, weight)}``, a list of :class:`Component`, or a
+            :class:`~rewardflow.spec.Spec`.
+        workers: worker processes for ``process`` rewards.
+        timeout: default per-call timeout in seconds (``None`` disables it) for rewards without their own.
+        kind: default kind for sync callables without one (``"process"``; ``"inline"`` for cheap rewards).
+        concurrency: default in-flight limit for ``async`` rewards without their own.
+        retries: retries of a sample whose worker process died (never for exceptions or timeouts).
+        max_workers: hard cap on worker processes including spares standing in for hung calls.
+    """
+
+    def __init__(
+        self,
+        rewards: RewardLike,
+        *,
+        workers: int = 2,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        kind: str | Kind = Kind.PROCESS,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        retries: int = 1,
+        max_workers: int | None = None,
+        start_method: str = "forkserver",
+    ) -> None:
+        from rewardflow.spec import Spec
+
+        if isinstance(rewards, Spec):
+            spec = rewards
+            workers = spec.workers
+            timeout = spec.timeout
+            concurrency = spec.concurrency
+            retries = spec.retries
+            rewards = spec.components()
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout must be positive or None, got {timeout}")
+        self.workers = workers
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self._default_kind = Kind(kind)
+        self.components: tuple[Component, ...] = tuple(self._components(rewards))
+        if not self.components:
+            raise ConfigError("an engine needs at least one reward")
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"component names must be unique, got {names}")
+        self._pool_args = {"workers": workers, "retries": retries, "max_workers": max_workers, "start_method": start_method}
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
+        self._runner = _LoopThread()
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closed = False
+        self._all_inline = all(c.reward.kind is Kind.INLINE for c in self.components)
+        self._single = self.components[0] if len(self.components) == 1 else None
+
+    @classmethod
+    def from_spec(cls, spec: Any, **overrides: Any) -> Engine:
+        """Build an engine from a :class:`~rewardflow.spec.Spec` or the path of a YAML spec file."""
+        from rewardflow.spec import Spec, load_spec
+
+        loaded = spec if isinstance(spec, Spec) else load_spec(spec)
+        if overrides:
+            loaded = loaded.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        return cls(loaded)
+
+    # ------------------------------------------------------------------ construction
+
+    def _components(self, rewards: RewardLike) -> Iterable[Component]:
+        if isinstance(rewards, Component):
+            yield rewards
+            return
+        if isinstance(rewards, Mapping):
+            for name, entry in rewards.items():
+                target, weight = entry if isinstance(entry, tuple) else (entry, 1.0)
+                yield Component(str(name), self._as_reward(target, name=str(name)), float(weight))
+            return
+        if isinstance(rewards, (list, tuple)) and not (len(rewards) == 2 and isinstance(rewards[1], (int, float))):
+            for entry in rewards:
+                yield from self._components(entry)
+            return
+        target, weight = rewards if isinstance(rewards, tuple) else (rewards, 1.0)
+        rw = self._as_reward(target)
+        yield Component(rw.name, rw, float(weight))
+
+    def _as_reward(self, target: Any, name: str | None = None) -> Reward:
+        if isinstance(target, str):
+            from rewardflow.registry import resolve
+
+            name = name or target
+            target = resolve(target)
+        if isinstance(target, Reward) and name is not None and target.name != name:
+            return Reward.wrap(target, name=name)
+        return Reward.wrap(target, name=name, default_kind=self._default_kind)
+
+    # ------------------------------------------------------------------ public API
+
+    def score(self, samples: Iterable[Sample | Mapping[str, Any]]) -> list[RewardResult]:
+        """Score a batch; one result per input, in input order. Never raises for a bad sample or reward."""
+        self._check_open()
+        prepared = self._prepare(samples)
+        if self._all_inline:
+            return self._score_inline(prepared)
+        return self._runner.run(self._ascore_prepared(prepared))
+
+    async def ascore(self, samples: Iterable[Sample | Mapping[str, Any]]) -> list[RewardResult]:
+        """Async :meth:`score`, for callers that already run an event loop (AReaL workflows, servers)."""
+        self._check_open()
+        prepared = self._prepare(samples)
+        if self._all_inline:
+            return self._score_inline(prepared)
+        return await self._ascore_prepared(prepared)
+
+    async def ascore_one(self, sample: Sample | Mapping[str, Any]) -> RewardResult:
+        """Score one rollout as soon as it is generated (streaming)."""
+        return (await self.ascore([sample]))[0]
+
+    def close(self) -> None:
+        """Kill worker processes and stop the engine's event loop. Idempotent."""
+        self._closed = True
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+        self._runner.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    @property
+    def pool(self) -> Any:
+        """The process pool, or ``None`` if no process reward has run yet."""
+        return self._pool
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosedError("the engine is closed")
+
+    @staticmethod
+    def _prepare(samples: Iterable[Sample | Mapping[str, Any]]) -> list[Sample | RewardResult]:
+        out: list[Sample | RewardResult] = []
+        for i, item in enumerate(samples):
+            if isinstance(item, Sample):
+                out.append(item)
+                continue
+            try:
+                out.append(Sample.from_row(item))  # type: ignore[arg-type]
+            except InputError as exc:
+                out.append(RewardResult(None, Status.ERROR, f"row {i}: {exc}"))
+        return out
+
+    def _score_inline(self, prepared: list[Sample | RewardResult]) -> list[RewardResult]:
+        single = self._single
+        if single is not None:
+            rw, name, weight = single.reward, single.name, single.weight
+            out: list[RewardResult] = []
+            for item in prepared:
+                if not isinstance(item, Sample):
+                    out.append(item)
+                    continue
+                r = invoke(rw, item)
+                if r.status is Status.OK:
+                    value = r.value * weight if weight != 1.0 else r.value  # type: ignore[operator]
+                    if single.gate and r.value <= 0:  # type: ignore[operator]
+                        value = 0.0
+                    out.append(RewardResult(value, Status.OK, r.reason, {name: r.value}, r.latency, r.info))
+                else:
+                    out.append(RewardResult(None, r.status, r.reason, {name: None}, r.latency, r.info))
+            return out
+        samples = [p for p in prepared if isinstance(p, Sample)]
+        per_component = [[invoke(c.reward, s) for s in samples] for c in self.components]
+        return self._merge(prepared, per_component)
+
+    async def _ascore_prepared(self, prepared: list[Sample | RewardResult]) -> list[RewardResult]:
+        samples = [p for p in prepared if isinstance(p, Sample)]
+        if not samples:
+            return [p for p in prepared if isinstance(p, RewardResult)]
+        per_component = await asyncio.gather(*(self._run(c, samples) for c in self.components))
+        return self._merge(prepared, list(per_component))
+
+    def _merge(self, prepared: list[Sample | RewardResult], per_component: list[list[RewardResult]]) -> list[RewardResult]:
+        out: list[RewardResult] = []
+        k = 0
+        for item in prepared:
+            if not isinstance(item, Sample):
+                out.append(item)
+                continue
+            out.append(self._combine([results[k] for results in per_component]))
+            k += 1
+        return out
+
+    def _combine(self, parts: Sequence[RewardResult]) -> RewardResult:
+        components: dict[str, float | None] = {}
+        info: dict[str, Any] = {}
+        latency = 0.0
+        failure: tuple[Component, RewardResult] | None = None
+        total = 0.0
+        reasons: list[str] = []
+        gated: list[str] = []
+        multi = len(self.components) > 1
+        for comp, r in zip(self.components, parts, strict=True):
+            components[comp.name] = r.value
+            latency += r.latency
+            if r.info:
+                info[comp.name] = dict(r.info) if multi else r.info
+            if r.status is not Status.OK:
+                if failure is None:
+                    failure = (comp, r)
+                continue
+            total += comp.weight * r.value  # type: ignore[operator]
+            if comp.gate and r.value <= 0:  # type: ignore[operator]
+                gated.append(comp.name)
+            if r.reason:
+                reasons.append(f"{comp.name}: {r.reason}" if multi else r.reason)
+        if not multi and info:
+            info = dict(next(iter(info.values())))
+        if failure is not None:
+            comp, r = failure
+            reason = f"component {comp.name!r}: {r.reason}" if multi else r.reason
+            return RewardResult(None, r.status, reason, components, latency, info)
+        if gated:
+            reasons.insert(0, "gate " + ", ".join(repr(g) for g in gated) + " not passed")
+            total = 0.0
+        return RewardResult(total, Status.OK, "; ".join(reasons) or None, components, latency, info)
+
+    async def _run(self, comp: Component, samples: list[Sample]) -> list[RewardResult]:
+        rw = comp.reward
+        timeout = rw.timeout if rw.timeout is not None else self.timeout
+        if rw.kind is Kind.INLINE:
+            return [invoke(rw, s) for s in samples]
+        if rw.kind is Kind.PROCESS:
+            return await self._run_process(comp, samples, timeout)
+        if rw.kind is Kind.ASYNC:
+            sem = self._semaphore(comp)
+            return list(await asyncio.gather(*(self._run_async_one(rw, s, sem, timeout) for s in samples)))
+        if rw.kind is Kind.BATCH:
+            return await self._run_batch(rw, samples, timeout, self._semaphore(comp))
+        groups: dict[str, list[int]] = {}
+        for i, s in enumerate(samples):
+            key = s.group if s.group is not None else "prompt:" + s.prompt
+            groups.setdefault(key, []).append(i)
+        sem = self._semaphore(comp)
+        results: list[RewardResult | None] = [None] * len(samples)
+        outs = await asyncio.gather(
+            *(self._run_batch(rw, [samples[i] for i in idx], timeout, sem) for idx in groups.values())
+        )
+        for idx, group_results in zip(groups.values(), outs, strict=True):
+            for i, r in zip(idx, group_results, strict=True):
+                results[i] = r
+        return results  # type: ignore[return-value]
+
+    def _semaphore(self, comp: Component) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        table = self._semaphores.setdefault(loop, {})
+        sem = table.get(comp.name)
+        if sem is None:
+            limit = comp.reward.concurrency or self.concurrency
+            sem = table[comp.name] = asyncio.Semaphore(limit)
+        return sem
+
+    @staticmethod
+    async def _run_async_one(rw: Reward, sample: Sample, sem: asyncio.Semaphore, timeout: float | None) -> RewardResult:
+        async with sem:
+            start = time.perf_counter()
+            try:
+                return await asyncio.wait_for(invoke_async(rw, sample), timeout)
+            except asyncio.TimeoutError:
+                return RewardResult(
+                    None, Status.TIMEOUT, f"timed out after {timeout:g}s (call cancelled)", latency=time.perf_counter() - start
+                )
+
+    @staticmethod
+    async def _run_batch(
+        rw: Reward, samples: list[Sample], timeout: float | None, sem: asyncio.Semaphore
+    ) -> list[RewardResult]:
+        async with sem:
+            start = time.perf_counter()
+            try:
+                kwargs = rw.plan.batch_kwargs(samples)
+                if rw.is_async:
+                    raw = await asyncio.wait_for(rw.fn(**kwargs), timeout)
+                else:
+                    raw = await asyncio.wait_for(asyncio.to_thread(rw.fn, **kwargs), timeout)
+            except asyncio.TimeoutError:
+                status = Status.TIMEOUT
+                how = "call cancelled" if rw.is_async else "the thread cannot be killed and finishes in the background"
+                reason = f"timed out after {timeout:g}s ({how})"
+                return [RewardResult(None, status, reason, latency=time.perf_counter() - start) for _ in samples]
+            except Exception as exc:  # the engine boundary
+                return error_results(len(samples), exc, time.perf_counter() - start)
+            return invoke_many(rw, samples, raw, time.perf_counter() - start)
+
+    def _get_pool(self) -> Any:
+        with self._pool_lock:
+            self._check_open()
+            if self._pool is None:
+                from rewardflow.executors.process import ProcessPool
+
+                rewards = {c.name: c.reward for c in self.components if c.reward.kind is Kind.PROCESS}
+                self._pool = ProcessPool(rewards, **self._pool_args)
+            return self._pool
+
+    async def _run_process(self, comp: Component, samples: list[Sample], timeout: float | None) -> list[RewardResult]:
+        futures = self._get_pool().submit(comp.name, samples, timeout)
+        await asyncio.wrap_future(_all_done(futures))
+        return [f.result() for f in futures]
+
+
+def _all_done(futures: Sequence[Future[RewardResult]]) -> Future[None]:
+    """One future that completes when every future in ``futures`` has (avoids one asyncio wrapper per sample)."""
+    done: Future[None] = Future()
+    remaining = len(futures)
+    lock = threading.Lock()
+    if remaining == 0:
+        done.set_result(None)
+        return done
+
+    def on_done(f: Future[RewardResult]) -> None:
+        nonlocal remaining
+        with lock:
+            remaining -= 1
+            last = remaining == 0
+        exc = f.exception() if not f.cancelled() else None
+        if exc is not None and not done.done():
+            done.set_exception(exc)
+        elif last and not done.done():
+            done.set_result(None)
+
+    for f in futures:
+        f.add_done_callback(on_done)
+    return done
+

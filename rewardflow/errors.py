@@ -1,0 +1,79 @@
+"""The one error tree of rewardflow.
+
+Every exception the library raises on purpose derives from :class:`RewardflowError`::
+
+    RewardflowError
+    ├── ConfigError                 bad spec file, bad option, bad reward definition
+    │   ├── UnknownRewardError      a name/path that resolves to nothing (lists close matches)
+    │   └── MissingDependencyError  an optional extra is not installed ("pip install rewardflow[judge]")
+    ├── InputError                  a malformed input row (the engine/CLI turn it into an error row)
+    ├── EngineClosedError           the engine or pool was used after close()
+    ├── JudgeError                  judge endpoint failures after retries (judge/)
+    └── ModelError                  reward-model loading/scoring failures (models/)
+
+Errors raised *by reward code* are never propagated out of the engine: they become a
+:class:`~rewardflow.types.RewardResult` with ``status="error"`` and the exception text as the reason. Foreign
+exceptions (openai, httpx, torch, sympy) are converted at one boundary with ``raise X from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "EngineClosedError",
+    "InputError",
+    "JudgeError",
+    "MissingDependencyError",
+    "ModelError",
+    "RewardflowError",
+    "UnknownRewardError",
+]
+
+
+class RewardflowError(Exception):
+    """Base class of every error rewardflow raises on purpose."""
+
+
+class ConfigError(RewardflowError, ValueError):
+    """A spec, option or reward definition is invalid."""
+
+
+class UnknownRewardError(ConfigError, LookupError):
+    """A reward name or import path resolved to nothing."""
+
+    def __init__(self, name: str, suggestions: list[str] | None = None, detail: str | None = None) -> None:
+        self.name = name
+        self.suggestions = suggestions or []
+        msg = f"unknown reward {name!r}"
+        if detail:
+            msg += f" ({detail})"
+        if self.suggestions:
+            msg += "; did you mean " + ", ".join(repr(s) for s in self.suggestions) + "?"
+        else:
+            msg += "; run `rewardflow list` for the built-in names, or give an import path `package.module:function`"
+        super().__init__(msg)
+
+
+class MissingDependencyError(ConfigError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(f"{package} is not installed: pip install 'rewardflow[{extra}]'")
+
+
+class InputError(RewardflowError, ValueError):
+    """An input row is malformed (not an object, missing the completion, wrong types)."""
+
+
+class EngineClosedError(RewardflowError, RuntimeError):
+    """The engine or its executor was used after being closed."""
+
+
+class JudgeError(RewardflowError):
+    """A judge request failed for good (after the allowed retries) or its reply could not be parsed."""
+
+
+class ModelError(RewardflowError):
+    """A reward model could not be loaded or run (unsafe checkpoint, missing files, bad config)."""

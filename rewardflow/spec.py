@@ -1,0 +1,118 @@
+"""The spec file: one YAML file that declares rewards, weights, timeouts and workers.
+
+The same spec drives the CLI (``rewardflow score --reward spec.yaml``), :meth:`Engine.from_spec` and every
+integration. Example::
+
+    workers: 2          # worker processes for sync rewards
+    timeout: 5          # default per-call timeout, seconds
+    rewards:
+      - reward: format  # a built-in name, a dataset name or an import path
+        weight: 0.1
+        gate: true      # a zero here zeroes the total
+      - name: accuracy
+        reward: gsm8k
+        weight: 1.0
+        timeout: 5
+
+Validation is strict (unknown keys are errors) and every message names the offending field, e.g.
+``spec.yaml: rewards.0.weight: Input should be a valid number``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rewardflow.errors import ConfigError
+
+__all__ = ["RewardSpec", "Spec", "load_spec"]
+
+
+class RewardSpec(BaseModel):
+    """One component of the spec's ``rewards`` list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reward: str = Field(description="Built-in name (`rewardflow list`), dataset name, or import path `pkg.mod:fn`.")
+    name: str | None = Field(default=None, description="Component name in results; defaults to `reward`.")
+    weight: float = Field(default=1.0, description="Multiplier of this component in the total.")
+    gate: bool = Field(default=False, description="If true, a value <= 0 here sets the total to 0.")
+    kind: Literal["process", "inline", "async", "batch", "group"] | None = Field(
+        default=None, description="How to run it; by default decided from the callable (async def -> async)."
+    )
+    timeout: float | None = Field(default=None, gt=0, description="Per-call timeout in seconds for this reward.")
+    concurrency: int | None = Field(default=None, ge=1, description="Max in-flight calls (async/group rewards).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the reward.")
+
+    @property
+    def component_name(self) -> str:
+        return self.name or self.reward
+
+
+class Spec(BaseModel):
+    """A whole spec file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rewards: list[RewardSpec] = Field(min_length=1, description="The reward components, at least one.")
+    workers: int = Field(default=2, ge=1, description="Worker processes for sync (process-kind) rewards.")
+    timeout: float | None = Field(default=10.0, gt=0, description="Default per-call timeout in seconds.")
+    concurrency: int = Field(default=64, ge=1, description="Default in-flight limit for async rewards.")
+    retries: int = Field(default=1, ge=0, description="Retries of a sample whose worker process died.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Spec:
+        names = [r.component_name for r in self.rewards]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"component names must be unique; give `name:` to repeated rewards {dupes}")
+        return self
+
+    def components(self) -> list[Any]:
+        """Resolve every reward through the registry into engine components."""
+        from rewardflow.engine import Component
+        from rewardflow.registry import resolve
+        from rewardflow.reward import Reward
+
+        out = []
+        for r in self.rewards:
+            fn = resolve(r.reward, r.params or None)
+            rw = Reward.wrap(fn, name=r.component_name, kind=r.kind, timeout=r.timeout, concurrency=r.concurrency)
+            out.append(Component(r.component_name, rw, r.weight, r.gate))
+        return out
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{source}: {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: Any, source: str = "spec") -> Spec:
+    """Validate an already-loaded mapping as a :class:`Spec`, raising :class:`ConfigError` with clear lines."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a spec must be a mapping with a `rewards:` list, got {type(data).__name__}")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from exc
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a YAML spec file."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read spec file {str(p)!r}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    return parse_spec(data, str(p))
