@@ -157,7 +157,12 @@ class Engine:
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
             raise ConfigError(f"component names must be unique, got {names}")
-        self._pool_args = {"workers": workers, "retries": retries, "max_workers": max_workers, "start_method": start_method}
+        self._pool_args = {
+            "workers": workers,
+            "retries": retries,
+            "max_workers": max_workers,
+            "start_method": start_method,
+        }
         self._pool: Any = None
         self._pool_lock = threading.Lock()
         self._runner = _LoopThread()
@@ -303,7 +308,9 @@ class Engine:
         per_component = await asyncio.gather(*(self._run(c, samples) for c in self.components))
         return self._merge(prepared, list(per_component))
 
-    def _merge(self, prepared: list[Sample | RewardResult], per_component: list[list[RewardResult]]) -> list[RewardResult]:
+    def _merge(
+        self, prepared: list[Sample | RewardResult], per_component: list[list[RewardResult]]
+    ) -> list[RewardResult]:
         out: list[RewardResult] = []
         k = 0
         for item in prepared:
@@ -391,7 +398,10 @@ class Engine:
                 return await asyncio.wait_for(invoke_async(rw, sample), timeout)
             except asyncio.TimeoutError:
                 return RewardResult(
-                    None, Status.TIMEOUT, f"timed out after {timeout:g}s (call cancelled)", latency=time.perf_counter() - start
+                    None,
+                    Status.TIMEOUT,
+                    f"timed out after {timeout:g}s (call cancelled)",
+                    latency=time.perf_counter() - start,
                 )
 
     @staticmethod
@@ -454,4 +464,3 @@ def _all_done(futures: Sequence[Future[RewardResult]]) -> Future[None]:
     for f in futures:
         f.add_done_callback(on_done)
     return done
-

@@ -148,7 +148,9 @@ def _detail(exc: UnknownRewardError) -> str | None:
     return text[start + 1 : end] if 0 <= start < end else None
 
 
-def _build(target: Callable[..., Any], params: Mapping[str, Any] | None, *, factory: bool, label: str) -> Callable[..., Any]:
+def _build(
+    target: Callable[..., Any], params: Mapping[str, Any] | None, *, factory: bool, label: str
+) -> Callable[..., Any]:
     if factory:
         try:
             return target(**dict(params or {}))

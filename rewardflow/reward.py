@@ -110,9 +110,15 @@ class CallPlan:
             has_default = p.default is not inspect.Parameter.empty
             if p.name in fields:
                 params.append(_Param(p.name, "field", fields[p.name], has_default))
-            elif not batch and position < len(_AREAL_POSITIONAL) and not has_default and p.kind in (
-                inspect.Parameter.POSITIONAL_ONLY,
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            elif (
+                not batch
+                and position < len(_AREAL_POSITIONAL)
+                and not has_default
+                and p.kind
+                in (
+                    inspect.Parameter.POSITIONAL_ONLY,
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                )
             ):
                 # Unknown name in one of AReaL's positional slots: a column of that name wins, else the slot.
                 params.append(_Param(p.name, "positional", _AREAL_POSITIONAL[position], has_default))
@@ -121,7 +127,9 @@ class CallPlan:
             position += 1
         if any(p.source == "field" for p in params) or batch:
             # Once a parameter is matched by name, the rest are bound by name too (no positional guessing).
-            params = [p if p.source != "positional" else _Param(p.name, "column", p.name, p.has_default) for p in params]
+            params = [
+                p if p.source != "positional" else _Param(p.name, "column", p.name, p.has_default) for p in params
+            ]
         return cls(tuple(params), var_keyword, batch)
 
     def kwargs(self, sample: Sample) -> dict[str, Any]:
@@ -190,7 +198,9 @@ def reward(
     Usable bare (``@reward``) or with options (``@reward(kind="inline", timeout=2)``). The function stays a
     plain module-level function, so it can still be called directly and pickled by reference into workers.
     """
-    opts = RewardOptions(name=name, kind=Kind(kind) if kind is not None else None, timeout=timeout, concurrency=concurrency)
+    opts = RewardOptions(
+        name=name, kind=Kind(kind) if kind is not None else None, timeout=timeout, concurrency=concurrency
+    )
 
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
         f.__rewardflow__ = opts  # type: ignore[attr-defined]
@@ -330,4 +340,3 @@ def invoke_many(rw: Reward, samples: Sequence[Sample], raw: Any, latency: float)
 def error_results(count: int, exc: BaseException, latency: float, status: Status = Status.ERROR) -> list[RewardResult]:
     reason = _describe(exc)
     return [RewardResult(None, status, reason, latency=latency) for _ in range(count)]
-

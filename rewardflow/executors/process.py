@@ -147,9 +147,7 @@ class ProcessPool:
             ) from exc
         self._ctx = mp.get_context(start_method)
         modules = {"rewardflow.executors.worker", *preload}
-        modules.update(
-            m for rw in rewards.values() if (m := getattr(rw.fn, "__module__", None)) and m != "__main__"
-        )
+        modules.update(m for rw in rewards.values() if (m := getattr(rw.fn, "__module__", None)) and m != "__main__")
         self._preload = sorted(modules)
         self._lock = threading.Lock()
         self._pending: deque[_Task] = deque()
@@ -488,4 +486,3 @@ def _describe_exit(code: int | None) -> str:
             name = f"signal {-code}"
         return f"died (killed by {name})"
     return f"died (exit code {code})"
-

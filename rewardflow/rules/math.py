@@ -131,11 +131,12 @@ def math_reward(completion: str, answer: Any = None, ground_truth: Any = None, s
     return _compare(gold, completion)
 
 
-def gsm8k_reward_fn(prompt: str, completions: str, prompt_ids: Any, completion_ids: Any, answer: Any, **kwargs: Any) -> float:
+def gsm8k_reward_fn(
+    prompt: str, completions: str, prompt_ids: Any, completion_ids: Any, answer: Any, **kwargs: Any
+) -> float:
     """AReaL drop-in: same name and signature as ``areal.reward.gsm8k.gsm8k_reward_fn``.
 
     Unlike AReaL's, it does not catch exceptions and return 0: run it through the rewardflow engine, which turns
     a failure into ``status=error`` and a hang into ``status=timeout``.
     """
     return gsm8k_reward(completions, answer=answer).value
-
