@@ -296,7 +296,7 @@ def finish(raw: Any, latency: float) -> RewardResult:
             if sub_problem is not None:
                 return RewardResult(None, Status.ERROR, f"component {key!r}: {sub_problem}", latency=latency)
             components[str(key)] = sub_value
-        return RewardResult(value, Status.OK, raw.reason, components, latency)
+        return RewardResult(value, Status.OK, raw.reason, components, latency, dict(raw.info or {}))
     value, problem = validate_value(raw)
     if problem is not None:
         return RewardResult(None, Status.ERROR, problem, latency=latency)

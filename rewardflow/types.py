@@ -100,11 +100,15 @@ def _ids(value: Any, name: str) -> list[int] | None:
 
 @dataclass(frozen=True, slots=True)
 class Score:
-    """What a reward may return instead of a bare float: the value plus an explanation and sub-scores."""
+    """What a reward may return instead of a bare float: the value plus an explanation and sub-scores.
+
+    ``info`` is free-form accounting copied into the result (a judge puts its token usage there).
+    """
 
     value: float
     reason: str | None = None
     components: Mapping[str, float] | None = None
+    info: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
