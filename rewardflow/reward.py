@@ -284,6 +284,12 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
+def _failed(exc: Exception, latency: float) -> RewardResult:
+    """An exception from reward code as a result. An ``info`` attribute on it (judge usage) is kept."""
+    info = getattr(exc, "info", None)
+    return RewardResult(None, Status.ERROR, _describe(exc), latency=latency, info=dict(info) if info else {})
+
+
 def finish(raw: Any, latency: float) -> RewardResult:
     """Validate a raw return value (number or :class:`Score`) into a result."""
     if isinstance(raw, Score):
@@ -309,7 +315,7 @@ def invoke(rw: Reward, sample: Sample) -> RewardResult:
     try:
         raw = rw.fn(**rw.plan.kwargs(sample))
     except Exception as exc:  # the engine boundary: reward failures become results, never raise
-        return RewardResult(None, Status.ERROR, _describe(exc), latency=time.perf_counter() - start)
+        return _failed(exc, time.perf_counter() - start)
     return finish(raw, time.perf_counter() - start)
 
 
@@ -319,7 +325,7 @@ async def invoke_async(rw: Reward, sample: Sample) -> RewardResult:
     try:
         raw = await rw.fn(**rw.plan.kwargs(sample))
     except Exception as exc:
-        return RewardResult(None, Status.ERROR, _describe(exc), latency=time.perf_counter() - start)
+        return _failed(exc, time.perf_counter() - start)
     return finish(raw, time.perf_counter() - start)
 
 
