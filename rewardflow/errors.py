@@ -9,7 +9,8 @@ Every exception the library raises on purpose derives from :class:`RewardflowErr
     ├── InputError                  a malformed input row (the engine/CLI turn it into an error row)
     ├── EngineClosedError           the engine or pool was used after close()
     ├── JudgeError                  judge endpoint failures after retries (judge/)
-    └── ModelError                  reward-model loading/scoring failures (models/)
+    ├── ModelError                  reward-model loading/scoring failures (models/)
+    └── UndecidedError              a rule reward cannot decide (numbers too large to compare exactly; rules/)
 
 Errors raised *by reward code* are never propagated out of the engine: they become a
 :class:`~rewardflow.types.RewardResult` with ``status="error"`` and the exception text as the reason. Foreign
@@ -26,6 +27,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelError",
     "RewardflowError",
+    "UndecidedError",
     "UnknownRewardError",
 ]
 
@@ -77,3 +79,10 @@ class JudgeError(RewardflowError):
 
 class ModelError(RewardflowError):
     """A reward model could not be loaded or run (unsafe checkpoint, missing files, bad config)."""
+
+
+class UndecidedError(RewardflowError):
+    """A rule reward cannot decide a sample honestly (e.g. two answers too large to compare exactly).
+
+    Raised instead of guessing: the engine reports the sample as ``status="error"`` with this message.
+    """

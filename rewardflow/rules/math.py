@@ -19,10 +19,12 @@ How math-verify is used, and why:
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from rewardflow.errors import InputError
-from rewardflow.rules.answer import extract_final_answer, parse_plain_number
+from rewardflow.rules.answer import _THOUSANDS_RE, extract_final_answer, parse_plain_number
+from rewardflow.rules.equivalence import math_equal
 from rewardflow.types import Score
 
 __all__ = ["gsm8k_gold", "gsm8k_reward", "gsm8k_reward_fn", "math_reward", "math_verify_equal"]
@@ -88,21 +90,42 @@ def _as_latex(text: str) -> str:
     return f"${text}$"
 
 
-def _compare(gold: str, completion: str) -> Score:
+_LIST_GOLD_RE = re.compile(r",|;|\\pm|\bor\b|\band\b")
+
+
+def _gold_is_list(gold: str) -> bool:
+    """Whether the gold holds several values ("1, 2", "(3, -1)", "\\pm 2"): then a list answer is no hedge."""
+    return bool(_LIST_GOLD_RE.search(_THOUSANDS_RE.sub("", gold)))
+
+
+def compare_answer(gold: str, completion: str, *, require_boxed: bool = False, units: bool = True) -> Score:
+    """Score ``completion`` against ``gold``: anchored final answer, hedge rules, then :func:`math_equal`.
+
+    ``require_boxed`` accepts only a ``\\boxed{}`` answer (geometry3k's prompt asks for one); ``units`` lets a
+    plain number carry a trailing unit word on either side ("18 dollars"), which is right for GSM8K-style word
+    problems and wrong for algebra ("5x" is not 5).
+    """
     found = extract_final_answer(completion)
     if found is None:
-        return Score(0.0, reason="no final answer found (expected \\boxed{}, ####, 'the answer is' or 'A:')")
+        return Score(0.0, reason="no final answer found (expected \\boxed{}, <answer>, ####, 'the answer is' or 'A:')")
+    if require_boxed and found.anchor != "boxed":
+        return Score(0.0, reason=f"no \\boxed{{}} answer (found {found.anchor!r} anchor instead)")
+    text = found.text
     if found.hedged:
-        return Score(0.0, reason=f"hedged final answer {found.text!r}")
-    gold_number = parse_plain_number(gold)
-    pred_number = parse_plain_number(found.text)
-    if gold_number is not None and pred_number is not None:
-        equal = gold_number == pred_number
-    else:
-        equal = math_verify_equal(gold, found.text)
-    if equal:
+        if not _gold_is_list(gold):
+            return Score(0.0, reason=f"hedged final answer {found.text[:80]!r}")
+        if found.anchor == "boxed" and len(found.candidates) > 1:
+            text = ", ".join(found.candidates)  # "\\boxed{2} and \\boxed{3}" for a list gold
+    if units:
+        gold_number, pred_number = parse_plain_number(gold), parse_plain_number(text)
+        if gold_number is not None and pred_number is not None:
+            if gold_number == pred_number:
+                return Score(1.0)
+            return Score(0.0, reason=f"final answer {text[:80]!r} != gold {gold[:80]!r}")
+    verdict = math_equal(gold, text)
+    if verdict.equal:
         return Score(1.0)
-    return Score(0.0, reason=f"final answer {found.text[:80]!r} != gold {gold[:80]!r}")
+    return Score(0.0, reason=f"final answer {text[:80]!r} != gold {gold[:80]!r} ({verdict.reason})")
 
 
 def gsm8k_reward(completion: str, answer: Any = None, ground_truth: Any = None, **_: Any) -> Score:
@@ -112,7 +135,7 @@ def gsm8k_reward(completion: str, answer: Any = None, ground_truth: Any = None, 
     ``%`` and trailing units are tolerated on both sides. Scores 0 (with a reason) for: no anchored answer, a
     hedge ("70, 71, or 72", two different boxed answers), or a different value.
     """
-    return _compare(gsm8k_gold(_gold(answer, ground_truth, None)), completion)
+    return compare_answer(gsm8k_gold(_gold(answer, ground_truth, None)), completion)
 
 
 def math_reward(completion: str, answer: Any = None, ground_truth: Any = None, solution: Any = None, **_: Any) -> Score:
@@ -128,7 +151,7 @@ def math_reward(completion: str, answer: Any = None, ground_truth: Any = None, s
         gold = found.text if found is not None else sol
     elif "####" in gold:
         gold = gsm8k_gold(gold)
-    return _compare(gold, completion)
+    return compare_answer(gold, completion, units=False)
 
 
 def gsm8k_reward_fn(
