@@ -1,11 +1,16 @@
 """Rule-based rewards: pure functions of the completion and the row, run in worker processes.
 
-``BUILTINS`` declares them for the registry by import path, so listing them imports nothing heavy.
+``BUILTINS`` declares them for the registry by import path, so listing them imports nothing heavy (sympy and
+math-verify load on first use). Configurable rewards (``format``, ``length``, ``overlong``, ``repetition``,
+``json``) are classes marked ``factory=True``: the registry builds one instance from the spec's ``params``, and
+that instance pickles into the worker processes. See ``docs/en/builtin-rewards.md`` for what each one scores.
 """
 
 from __future__ import annotations
 
 from rewardflow.registry import Entry
+
+__all__ = ["BUILTINS"]
 
 BUILTINS: list[Entry] = [
     Entry(
@@ -17,7 +22,7 @@ BUILTINS: list[Entry] = [
     Entry(
         "math",
         "rewardflow.rules.math:math_reward",
-        "Math accuracy: anchored final answer is mathematically equal to the gold (math-verify, exact numbers).",
+        "Math accuracy: anchored final answer equals the gold, exactly for exact numbers; hedges score 0.",
         datasets=(
             "hendrycks/competition_math",
             "lighteval/MATH",
@@ -27,8 +32,77 @@ BUILTINS: list[Entry] = [
         ),
     ),
     Entry(
+        "geometry3k",
+        "rewardflow.rules.math:geometry3k_reward",
+        "Geometry3K accuracy: the last \\boxed{} answer equals the gold (no last-number fallback).",
+        datasets=("hiyouga/geometry3k", "geometry3k"),
+    ),
+    Entry(
+        "clevr_count",
+        "rewardflow.rules.choice:clevr_count_reward",
+        "Object count: the anchored integer (\\boxed{N} or AReaL's [N]) equals the gold count; hedges score 0.",
+        datasets=("BUAADreamer/clevr_count_70k", "clevr_count_70k"),
+    ),
+    Entry(
+        "multiple_choice",
+        "rewardflow.rules.choice:multiple_choice_reward",
+        "Multiple choice: the anchored option label (\\boxed{B}, 'Answer: B', '(B)') equals the gold; 'A or B' is 0.",
+        datasets=("cais/mmlu", "mmlu", "TIGER-Lab/MMLU-Pro", "allenai/ai2_arc"),
+    ),
+    Entry(
+        "exact_match",
+        "rewardflow.rules.text:exact_match_reward",
+        "QA exact match after SQuAD normalisation (case, punctuation, articles); best over several golds.",
+    ),
+    Entry(
+        "f1",
+        "rewardflow.rules.text:f1_reward",
+        "QA token F1 after SQuAD normalisation, in [0, 1]; best over several golds; hedges score 0.",
+    ),
+    Entry(
+        "format",
+        "rewardflow.rules.format:Format",
+        "Layout: <think>/<answer> tags once each, in order, non-empty, nothing outside (or any regex).",
+        factory=True,
+    ),
+    Entry(
+        "length",
+        "rewardflow.rules.length:Length",
+        "Penalty in [-1, 0] for distance from a target length (tokens from completion_ids, or words/chars).",
+        factory=True,
+    ),
+    Entry(
+        "overlong",
+        "rewardflow.rules.length:Overlong",
+        "DAPO soft overlong penalty in [-1, 0] from the completion's token count (completion_ids).",
+        factory=True,
+    ),
+    Entry(
+        "repetition",
+        "rewardflow.rules.length:Repetition",
+        "Penalty in [-1, 0]: share of repeated n-grams (words by default).",
+        factory=True,
+    ),
+    Entry(
+        "json",
+        "rewardflow.rules.json_output:JsonReward",
+        "The completion holds one strict JSON document, optionally valid against a JSON Schema.",
+        factory=True,
+        extra="eval",
+    ),
+    Entry(
         "gsm8k_reward_fn",
         "rewardflow.rules.math:gsm8k_reward_fn",
         "AReaL drop-in: gsm8k_reward_fn(prompt, completions, prompt_ids, completion_ids, answer, **kwargs).",
+    ),
+    Entry(
+        "geometry3k_reward_fn",
+        "rewardflow.rules.math:geometry3k_reward_fn",
+        "AReaL drop-in: geometry3k_reward_fn(prompt, completions, prompt_ids, completion_ids, answer, **kwargs).",
+    ),
+    Entry(
+        "clevr_count_70k_reward_fn",
+        "rewardflow.rules.choice:clevr_count_70k_reward_fn",
+        "AReaL drop-in: clevr_count_70k_reward_fn(prompt, completions, prompt_ids, completion_ids, answer, ...).",
     ),
 ]

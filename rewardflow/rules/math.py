@@ -1,19 +1,25 @@
-"""Math rewards on math-verify: ``gsm8k`` and ``math``.
+"""Math rewards: ``gsm8k``, ``math`` and ``geometry3k``, plus AReaL drop-ins with AReaL's names and signatures.
 
-Both score 1.0 when the completion's *anchored* final answer (see :mod:`rewardflow.rules.answer`) equals the gold
-answer and 0.0 otherwise; a 0 always comes with a reason (no anchor, hedge, unparseable, different value).
+All score 1.0 when the completion's *anchored* final answer (see :mod:`rewardflow.rules.answer`) equals the gold
+and 0.0 otherwise; a 0 always comes with a reason (no anchor, hedge, unparseable, different value). A gold that
+cannot be parsed raises :class:`~rewardflow.errors.InputError` (``status=error``): a broken dataset row is not a
+zero to train on.
 
-How math-verify is used, and why:
+Equality is decided by :func:`rewardflow.rules.equivalence.math_equal` (exact arithmetic where math-verify
+rounds, see that module). What this module adds on top:
 
-* Its own timeouts are switched off (``parsing_timeout=None``, ``timeout_seconds=None``). They are built on
-  ``signal.alarm``, which only works on a main thread; elsewhere they fail and math-verify returns "not equal",
-  i.e. a correct answer silently becomes 0. The engine's killable per-call timeout bounds the time instead, and a
-  timeout is reported as ``status=timeout``, never as 0.
-* The gold is wrapped as ``$...$`` before parsing, so a LaTeX gold like ``10\\sqrt{2}`` is parsed whole rather
-  than truncated to its first number (which would let "10" match).
-* Only the extracted final answer is parsed, not the whole completion: this is what makes the reward anchored,
-  and parsing a few characters is much cheaper than parsing a full chain of thought.
-* Plain numbers on both sides (GSM8K's case) are compared exactly as fractions without calling sympy at all.
+* **Anchoring.** Only the extracted final answer is compared, never the whole completion (math-verify's own
+  extraction falls back to the last number of the text), which is also far cheaper to parse.
+* **Gold wrapping.** A bare LaTeX gold such as ``10\\sqrt{2}`` is parsed whole (math-verify given it without
+  ``$...$`` parses only ``10``, so ``\\boxed{10}`` would match).
+* **Anti-hedging.** "70, 71, or 72" and two different boxed answers score 0 when the gold is a single value;
+  a list answer is compared as a list when the gold is a list (``1, 2``, ``(3, -1)``, ``\\pm 2``).
+* **GSM8K fast path.** Plain numbers on both sides ("$1,000", "18 dollars") are compared exactly as fractions
+  without sympy; units are tolerated for ``gsm8k`` only (``5x`` is not ``5`` in algebra).
+
+:func:`math_verify_equal` is plain math-verify (timeouts off, gold wrapped), kept for comparisons; the rewards do
+not use it. math-verify's signal-based timeouts are never used: they only work on a main thread and, elsewhere,
+turn a correct answer into a silent 0. The engine's killable per-call timeout bounds every reward instead.
 """
 
 from __future__ import annotations
@@ -27,7 +33,16 @@ from rewardflow.rules.answer import _THOUSANDS_RE, extract_final_answer, parse_p
 from rewardflow.rules.equivalence import math_equal
 from rewardflow.types import Score
 
-__all__ = ["gsm8k_gold", "gsm8k_reward", "gsm8k_reward_fn", "math_reward", "math_verify_equal"]
+__all__ = [
+    "compare_answer",
+    "geometry3k_reward",
+    "geometry3k_reward_fn",
+    "gsm8k_gold",
+    "gsm8k_reward",
+    "gsm8k_reward_fn",
+    "math_reward",
+    "math_verify_equal",
+]
 
 
 def gsm8k_gold(answer: str) -> str:
@@ -139,10 +154,11 @@ def gsm8k_reward(completion: str, answer: Any = None, ground_truth: Any = None, 
 
 
 def math_reward(completion: str, answer: Any = None, ground_truth: Any = None, solution: Any = None, **_: Any) -> Score:
-    """Math accuracy: 1.0 iff the anchored final answer is mathematically equal to the gold (math-verify).
+    """Math accuracy: 1.0 iff the anchored final answer is mathematically equal to the gold.
 
     The gold is the ``answer``/``ground_truth`` column (LaTeX or plain), or the boxed answer of a ``solution``
-    column (MATH dataset). Scores 0 for no anchored answer, a hedge, or a different value.
+    column (MATH dataset). Scores 0 for no anchored answer, a hedge, an unparseable answer, or a different value
+    (exact for exact numbers, relative 5e-6 when a decimal is involved; see :mod:`rewardflow.rules.equivalence`).
     """
     gold = _gold(answer, ground_truth, None) if (answer is not None or ground_truth is not None) else None
     if gold is None:
@@ -163,3 +179,24 @@ def gsm8k_reward_fn(
     a failure into ``status=error`` and a hang into ``status=timeout``.
     """
     return gsm8k_reward(completions, answer=answer).value
+
+
+def geometry3k_reward(completion: str, answer: Any = None, ground_truth: Any = None, **_: Any) -> Score:
+    """Geometry3K accuracy: 1.0 iff the last ``\\boxed{}`` answer is mathematically equal to the gold.
+
+    The dataset's prompt asks for ``\\boxed{}``, so only a boxed answer counts: no "the answer is", no bracket,
+    and no last-number fallback (AReaL's falls back to the last number, so ``5\\sqrt{3}`` matched a gold of
+    ``2\\sqrt{3}``). Comparison and hedging as in :func:`math_reward`.
+    """
+    return compare_answer(_gold(answer, ground_truth, None), completion, require_boxed=True, units=False)
+
+
+def geometry3k_reward_fn(
+    prompt: str, completions: str, prompt_ids: Any, completion_ids: Any, answer: Any, **kwargs: Any
+) -> float:
+    """AReaL drop-in: same name and signature as AReaL's ``geometry3k_reward_fn`` (accuracy only).
+
+    AReaL's example adds a 0.1-weight ``<think>...</think>...\\boxed{}`` format bonus; compose that in a spec
+    (``format`` with ``require_boxed``, weight 0.1, and this reward with weight 0.9) instead.
+    """
+    return geometry3k_reward(completions, answer=answer).value
