@@ -89,8 +89,10 @@ class _Worker:
     conn: Connection
     ready: bool = False
     chunk: list[_Task] = field(default_factory=list)
+    chunk_id: int = -1
     position: int = 0  # index in chunk of the call now running
     started: float = 0.0  # monotonic start of the call now running
+    cancel_from: int | None = None  # chunk[cancel_from:] was handed to other workers
 
     @property
     def busy(self) -> bool:
@@ -243,6 +245,7 @@ class ProcessPool:
             if closed:
                 self._fail_pending(EngineClosedError("the process pool was closed"))
                 return
+            self._steal_from_stragglers(time.monotonic())
             self._ensure_capacity()
             self._dispatch()
             now = time.monotonic()
@@ -285,19 +288,31 @@ class ProcessPool:
             self._retire(w, kill=True)
             self._fail_pending_with_result(RewardResult(None, Status.ERROR, reason))
             return
-        index, result = message
+        if message[0] == "abandoned":
+            _, chunk_id, index = message
+            if chunk_id == w.chunk_id and index >= 0:
+                w.chunk = w.chunk[:index]
+            if chunk_id == w.chunk_id and not w.busy:
+                self._idle(w)
+            return
+        chunk_id, index, result = message
+        if chunk_id != w.chunk_id:  # cannot happen with the sequential protocol; never misattribute
+            logger.warning("stale result from worker %s ignored", w.proc.pid)
+            return
         task = w.chunk[index]
-        if index != w.position:  # defensive: the protocol is strictly sequential
-            logger.warning("out-of-order result from worker %s", w.proc.pid)
         self._latency_ring[task.reward_id].append(result.latency)
         self._resolve(task, result)
         w.position = index + 1
         w.started = now
         if not w.busy:
-            w.chunk = []
-            w.position = 0
-            if self._idle_surplus():
-                self._retire(w, kill=False)
+            self._idle(w)
+
+    def _idle(self, w: _Worker) -> None:
+        w.chunk = []
+        w.position = 0
+        w.cancel_from = None
+        if self._idle_surplus():
+            self._retire(w, kill=False)
 
     def _resolve(self, task: _Task, result: RewardResult) -> None:
         self.stats.completed += 1
@@ -305,11 +320,29 @@ class ProcessPool:
             task.future.set_result(result)
 
     def _requeue_rest(self, w: _Worker, skip_current: bool) -> None:
-        rest = w.chunk[w.position + (1 if skip_current else 0) :]
+        end = w.cancel_from if w.cancel_from is not None else len(w.chunk)  # beyond it: already handed over
+        rest = [t for t in w.chunk[w.position + (1 if skip_current else 0) : end] if not t.future.done()]
         with self._lock:
             self._pending.extendleft(reversed(rest))
         w.chunk = []
         w.position = 0
+        w.cancel_from = None
+
+    def _steal_from_stragglers(self, now: float) -> None:
+        """Hand the unstarted rest of a straggler's chunk to other workers, and tell the straggler to drop it."""
+        for w in self._workers:
+            if not w.busy or w.cancel_from is not None or w.position + 1 >= len(w.chunk):
+                continue
+            if now - w.started < self._straggler_threshold(w.current):
+                continue
+            try:
+                w.conn.send(("cancel", w.chunk_id))
+            except OSError:
+                continue  # it died; the sentinel will report it
+            w.cancel_from = w.position + 1
+            rest = [t for t in w.chunk[w.cancel_from :] if not t.future.done()]
+            with self._lock:
+                self._pending.extendleft(reversed(rest))
 
     def _on_death(self, w: _Worker) -> None:
         w.proc.join(timeout=1.0)
@@ -424,7 +457,8 @@ class ProcessPool:
             if not chunk:
                 continue
             try:
-                w.conn.send((first, [(i, t.sample) for i, t in enumerate(chunk)]))
+                chunk_id = next(self._ids)
+                w.conn.send(("run", chunk_id, first, [(i, t.sample) for i, t in enumerate(chunk)]))
             except (OSError, EOFError, pickle.PicklingError, TypeError, AttributeError) as exc:
                 if isinstance(exc, (OSError, EOFError)):
                     with self._lock:
@@ -434,7 +468,9 @@ class ProcessPool:
                     self._resolve(t, RewardResult(None, Status.ERROR, f"sample cannot be sent to a worker: {exc}"))
                 continue
             w.chunk = chunk
+            w.chunk_id = chunk_id
             w.position = 0
+            w.cancel_from = None
             w.started = time.monotonic()
 
     def _retire(self, w: _Worker, kill: bool) -> None:
@@ -458,7 +494,7 @@ class ProcessPool:
             tasks = list(self._pending)
             self._pending.clear()
         for w in self._workers:
-            tasks.extend(w.chunk[w.position :])
+            tasks.extend(t for t in w.chunk[w.position :] if not t.future.done())
             w.chunk = []
         for t in tasks:
             if not t.future.done():

@@ -3,7 +3,9 @@
 Kept apart from the pool so the forkserver can preload it cheaply. A worker receives chunks of samples, scores
 them one by one, and sends one message per sample *as soon as it is done*. The parent infers that sample k+1
 started the moment the result of sample k arrived, which is how timeouts are counted from the start of the
-call, not from the time the chunk was queued.
+call, not from the time the chunk was queued. Before each sample it checks for a ``cancel`` from the parent
+(sent when this worker is stuck on a straggler and the rest of its chunk was handed to others) and answers
+``abandoned`` with the index where it stopped.
 
 The worker ignores SIGINT (Ctrl-C is the parent's to handle; the parent then kills its workers) and asks the
 kernel to SIGKILL it when its parent dies (Linux ``PR_SET_PDEATHSIG``), so a hung reward cannot outlive the
@@ -47,15 +49,26 @@ def worker_main(conn: Connection, rewards_blob: bytes) -> None:
         conn.send(("init-error", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", os.getpid()))
-    send = conn.send
+    send, poll, recv = conn.send, conn.poll, conn.recv
     while True:
         try:
-            message: Any = conn.recv()
+            message: Any = recv()
         except (EOFError, OSError):
             return
         if message is None:
             return
-        reward_id, items = message
+        if message[0] == "cancel":  # arrived after the chunk was done: nothing left to abandon
+            send(("abandoned", message[1], -1))
+            continue
+        _, chunk_id, reward_id, items = message
         rw = rewards[reward_id]
         for index, sample in items:
-            send((index, invoke(rw, sample)))
+            if index and poll():
+                control = recv()
+                if control is None:
+                    return
+                if control[1] == chunk_id:
+                    # "cancel": the parent moved the rest of this chunk to other workers (we were a straggler)
+                    send(("abandoned", chunk_id, index))
+                    break
+            send((chunk_id, index, invoke(rw, sample)))
