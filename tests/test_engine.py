@@ -136,7 +136,7 @@ def test_ascore_one_streams_from_a_running_loop() -> None:
         async with Engine({"j": judge, "acc": exact}) as engine:
             one = await engine.ascore_one({"prompt": "p", "completion": "4", "answer": "4"})
             many = await engine.ascore(ROWS)
-        return [one.value, *[r.value for r in many]] + [one.info["j"]["tokens"]]
+        return [one.value, *[r.value for r in many], one.info["j"]["tokens"]]
 
     assert asyncio.run(main()) == [2.0, 2.0, 1.0, 2.0, 1]
 

@@ -427,7 +427,16 @@ class ProcessPool:
             # Always keep `workers` processes ready; beyond that only when there is work to do.
             if len(self._workers) >= self.workers and backlog == 0:
                 break
-            self._spawn()
+            try:
+                self._spawn()
+            except Exception as exc:  # e.g. a script without `if __name__ == "__main__":` under forkserver/spawn
+                logger.exception("could not start a reward worker process")
+                reason = (
+                    f"worker processes could not be started ({type(exc).__name__}: {str(exc).strip()[:200]}); "
+                    "scripts that use process rewards need an `if __name__ == '__main__':` guard"
+                )
+                self._fail_pending_with_result(RewardResult(None, Status.ERROR, reason))
+                break
             healthy += 1
 
     def _idle_surplus(self) -> bool:

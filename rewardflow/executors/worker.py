@@ -39,9 +39,30 @@ def _die_with_parent(expected_parent: int) -> None:
         os._exit(0)
 
 
+def _release_forkserver() -> None:
+    """Close this process's copy of the forkserver's "alive" pipe.
+
+    The forkserver exits when every holder of that pipe is gone, and it hands a copy to each child so children
+    could start processes too. Workers never do; if they kept the copy, a SIGKILLed trainer would leave the
+    forkserver waiting on its hung workers and the workers (whose death signal is tied to the forkserver) waiting
+    on it: both would live forever.
+    """
+    try:
+        from multiprocessing import forkserver
+
+        server = forkserver._forkserver  # type: ignore[attr-defined]
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        if fd is not None:
+            os.close(fd)
+            server._forkserver_alive_fd = None
+    except (ImportError, AttributeError, OSError):  # pragma: no cover - other start methods / Python internals
+        return
+
+
 def worker_main(conn: Connection, rewards_blob: bytes) -> None:
     """Entry point of a worker process: load the rewards, say ready, then score chunks until told to stop."""
     _die_with_parent(os.getppid())
+    _release_forkserver()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         rewards: dict[str, Reward] = pickle.loads(rewards_blob)
