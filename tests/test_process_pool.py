@@ -90,13 +90,13 @@ def test_worker_killed_from_outside_mid_call_is_retried(tmp_path: Path) -> None:
     marker = tmp_path / "pid"
     rw = Reward.wrap(_rewards.report_pid)
     with ProcessPool({"r": rw}, workers=1) as pool:
-        future = pool.submit("r", samples(str(marker)), timeout=60)[0]
+        batch = pool.submit("r", samples(str(marker)), timeout=60)
         deadline = time.monotonic() + 20
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.05)
         os.kill(int(marker.read_text()), signal.SIGKILL)
-        result = future.result(timeout=20)
+        result = batch.future.result(timeout=20)[0]
         assert pool.stats.retried == 1
     assert result.status is Status.OK
 
@@ -104,13 +104,13 @@ def test_worker_killed_from_outside_mid_call_is_retried(tmp_path: Path) -> None:
 def test_worker_killed_from_outside_without_retries_is_an_error(tmp_path: Path) -> None:
     marker = tmp_path / "pid"
     with ProcessPool({"r": Reward.wrap(_rewards.report_pid)}, workers=1, retries=0) as pool:
-        future = pool.submit("r", samples(str(marker)), timeout=60)[0]
+        batch = pool.submit("r", samples(str(marker)), timeout=60)
         deadline = time.monotonic() + 20
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.05)
         os.kill(int(marker.read_text()), signal.SIGKILL)
-        result = future.result(timeout=20)
+        result = batch.future.result(timeout=20)[0]
     assert result.status is Status.ERROR and "SIGKILL" in result.reason
 
 

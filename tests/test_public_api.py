@@ -16,6 +16,7 @@ def test_core_import_does_not_pull_heavy_dependencies() -> None:
     import subprocess
     import sys
 
-    code = "import sys, rewardflow; print(sorted(m for m in ('torch', 'transformers', 'openai', 'sympy') if m in sys.modules))"
+    heavy = "('torch', 'transformers', 'openai', 'sympy')"
+    code = f"import sys, rewardflow; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
