@@ -36,6 +36,11 @@ def machine() -> str:
     )
 
 
+def speed_row(label: str, seconds: float, n: int, base_seconds: float, extra: str = "") -> tuple[str, ...]:
+    """One table row: label, seconds, rows/s, speed-up over the baseline, and an extra column."""
+    return (label, f"{seconds:.2f}", f"{n / seconds:.0f}", f"{base_seconds / seconds:.2f}x", extra)
+
+
 def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]

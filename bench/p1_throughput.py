@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from _common import gold_of, gsm8k_rows, machine, table, timed
+from _common import gold_of, gsm8k_rows, machine, speed_row, table, timed
 
 from rewardflow import Engine
 
@@ -41,38 +41,15 @@ def main() -> None:
     }
     assert [r.value for r in cold] == [r.value for r in warm] == [r.value for r in one]
     print(f"P1 gsm8k throughput, {n} rows, {machine()}")
+    agreement = {k: f"{v}/{n}" for k, v in agree.items()}
     print(
         table(
             [
                 ("run", "seconds", "rows/s", "vs baseline", "agreement with labels"),
-                (
-                    "math-verify sequential (baseline)",
-                    f"{t_base:.2f}",
-                    f"{n / t_base:.0f}",
-                    "1.00x",
-                    f"{agree['base']}/{n}",
-                ),
-                (
-                    "rewardflow 2 workers, cold",
-                    f"{t_cold:.2f}",
-                    f"{n / t_cold:.0f}",
-                    f"{t_base / t_cold:.2f}x",
-                    f"{agree['ours']}/{n}",
-                ),
-                (
-                    "rewardflow 2 workers, warm",
-                    f"{t_warm:.2f}",
-                    f"{n / t_warm:.0f}",
-                    f"{t_base / t_warm:.2f}x",
-                    f"{agree['ours']}/{n}",
-                ),
-                (
-                    "rewardflow gsm8k inline (1 core)",
-                    f"{t_one:.2f}",
-                    f"{n / t_one:.0f}",
-                    f"{t_base / t_one:.2f}x",
-                    f"{agree['one']}/{n}",
-                ),
+                speed_row("math-verify sequential (baseline)", t_base, n, t_base, agreement["base"]),
+                speed_row("rewardflow 2 workers, cold", t_cold, n, t_base, agreement["ours"]),
+                speed_row("rewardflow 2 workers, warm", t_warm, n, t_base, agreement["ours"]),
+                speed_row("rewardflow gsm8k inline (1 core)", t_one, n, t_base, agreement["one"]),
             ]
         )
     )
