@@ -282,6 +282,110 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command("eval")
+def eval_command(
+    input: Annotated[
+        Path | None, typer.Argument(help="JSONL (or .jsonl.gz) with completions and a label column.")
+    ] = None,
+    reward: Annotated[
+        str | None, typer.Option("--reward", "-r", help="Reward name, import path, or spec file (.yaml).")
+    ] = None,
+    label: Annotated[str, typer.Option("--label", "-l", help="Column with the true label (bool, 0/1, true/false).")] = (
+        "is_correct"
+    ),
+    threshold: Annotated[float, typer.Option(help="A reward >= threshold counts as positive.")] = 0.5,
+    disagreements: Annotated[
+        Path, typer.Option(help="Where to write the rows that disagree (and error/timeout rows).")
+    ] = Path("rewardflow-eval-disagreements.jsonl"),
+    figure: Annotated[Path, typer.Option(help="Where to draw the PNG (histogram + confusion matrix).")] = Path(
+        "rewardflow-eval.png"
+    ),
+    no_figure: Annotated[bool, typer.Option("--no-figure", help="Skip the PNG (no matplotlib needed).")] = False,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Use the embedded GSM8K example solutions (reward gsm8k, label is_correct).")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="Worker processes for sync rewards.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Per-call timeout in seconds.")] = None,
+    prompt_key: Annotated[str, typer.Option(help="Column holding the prompt.")] = "prompt",
+    completion_key: Annotated[str, typer.Option(help="Column holding the completion.")] = "completion",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of a table.")] = False,
+    min_agreement: Annotated[
+        float | None, typer.Option(help="Exit with code 1 if agreement is below this fraction.")
+    ] = None,
+) -> None:
+    """Agreement of a reward with a label column: confusion matrix, precision/recall, disagreements, PNG."""
+    from rewardflow.evaluate import demo_input, evaluate, plot_report
+
+    if demo:
+        input = input or demo_input()
+        reward = reward or "gsm8k"
+        err.print("GSM8K example model solutions (MIT, (c) 2021 OpenAI): 5,276 labelled rows")
+    if input is None or reward is None:
+        err.print("[red]error:[/red] give INPUT and --reward (or --demo for the embedded GSM8K solutions)")
+        raise typer.Exit(2)
+    if not input.exists():
+        err.print(f"[red]error:[/red] input file {str(input)!r} does not exist")
+        raise typer.Exit(2)
+    try:
+        engine = build_engine(reward, workers, timeout)
+    except RewardflowError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    with engine, _progress() as progress:
+        task = progress.add_task(f"eval {reward}", total=_count_jsonl_rows(input))
+        report = evaluate(
+            input,
+            reward,
+            label=label,
+            threshold=threshold,
+            disagreements=disagreements,
+            engine=engine,
+            prompt_key=prompt_key,
+            completion_key=completion_key,
+            progress=lambda done: progress.update(task, completed=done),
+        )
+    if not no_figure:
+        try:
+            plot_report(report, figure)
+        except RewardflowError as exc:
+            err.print(f"[red]error:[/red] {exc} (or pass --no-figure)")
+            raise typer.Exit(2) from exc
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        Console().print(_eval_table(report))
+    if min_agreement is not None and (report.agreement or 0.0) < min_agreement:
+        raise typer.Exit(1)
+
+
+def _count_jsonl_rows(path: Path) -> int | None:
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return None
+
+
+def _eval_table(report: Any) -> Table:
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    table = Table(title=f"rewardflow eval: {report.reward} vs {report.label}", show_header=False)
+    table.add_row("rows", f"{report.rows:,}")
+    table.add_row(
+        "agreement (ok rows with a label)", f"{report.agreed:,} / {report.compared:,} ({rate(report.agreement)})"
+    )
+    table.add_row("true / false positives", f"{report.true_positives:,} / {report.false_positives:,}")
+    table.add_row("true / false negatives", f"{report.true_negatives:,} / {report.false_negatives:,}")
+    table.add_row("precision / recall", f"{rate(report.precision)} / {rate(report.recall)}")
+    table.add_row("errors / timeouts / bad labels", f"{report.errors} / {report.timeouts} / {report.bad_labels}")
+    table.add_row("disagreements written to", str(report.disagreements_path))
+    table.add_row("figure", str(report.figure_path or "-"))
+    return table
+
+
 class _Sink:
     """A write-only sink used when the demo has no ``--output``."""
 
