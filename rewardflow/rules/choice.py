@@ -105,7 +105,7 @@ def multiple_choice_reward(
     """Multiple choice: 1.0 iff the anchored option label equals the gold label.
 
     Scores 1 for ``\\boxed{B}``, ``<answer>B</answer>``, "The answer is (B)", "Answer: B) Paris", or a completion
-    that is only "B" / "(B)" / "B.". Scores 0 for a different label, no anchored label, or a hedge ("A or B",
+    that is only "B" / "(B)" / "B.". 0.0 for a different label, no anchored label, or a hedge ("A or B",
     two different boxed labels). The gold comes from ``answer`` (a letter, or a 0-based index as in MMLU),
     ``ground_truth`` or ``answerKey`` (ARC).
     """
@@ -168,7 +168,7 @@ def clevr_count_reward(completion: str, answer: Any = None, ground_truth: Any = 
     """Object counting (CLEVR-count): 1.0 iff the anchored count equals the gold integer.
 
     Scores 1 for ``\\boxed{3}``, ``[3]`` (AReaL's prompt format; the last one), ``<answer>3</answer>``, "The
-    answer is 3" or "three". Scores 0 for a different count, a non-integer ("3.5", "about 3"), no anchored count,
+    answer is 3" or "three". 0.0 for a different count, a non-integer ("3.5", "about 3"), no anchored count,
     or a hedge (two different boxed counts, "[3] or [4]" on the answer line). No last-number fallback.
     """
     gold_value = answer if answer is not None else ground_truth
@@ -194,7 +194,7 @@ def clevr_count_reward(completion: str, answer: Any = None, ground_truth: Any = 
 def clevr_count_70k_reward_fn(
     prompt: str, completions: str, prompt_ids: Any, completion_ids: Any, answer: Any, **kwargs: Any
 ) -> float:
-    """AReaL drop-in: same name and signature as AReaL's ``clevr_count_70k_reward_fn``.
+    """AReaL drop-in: AReaL's ``clevr_count_70k_reward_fn`` name and signature; 1.0 / 0.0 as :func:`clevr_count_reward`.
 
     Stricter than AReaL's (exact string match of the last ``[number]``): a hedge scores 0, ``\\boxed{N}`` is
     accepted, and a malformed gold raises instead of silently scoring 0.

@@ -51,7 +51,7 @@ def _positive(value: Any, name: str, reward: str, *, allow_zero: bool = False) -
 
 
 class Length:
-    """Target-length penalty: 0.0 within ``tolerance`` of ``target``, falling linearly to ``-penalty``.
+    """Target-length penalty: 0.0 within ``tolerance`` of ``target``, falling linearly to ``-penalty`` (-1.0).
 
     ``distance = |length - target| - tolerance``; the value is ``-penalty * min(1, distance / scale)`` with
     ``scale`` defaulting to ``target``. With ``only_longer`` a completion shorter than the target is never
@@ -97,7 +97,7 @@ class Length:
 
 
 class Overlong:
-    """DAPO's soft overlong penalty on the completion length ``L`` (in tokens by default).
+    """DAPO's soft overlong penalty on the completion length ``L`` (in tokens by default), from 0.0 down to -1.0.
 
     0.0 while ``L <= max_length - cache``; ``-penalty * (L - (max_length - cache)) / cache`` inside the last
     ``cache`` units; ``-penalty`` beyond ``max_length`` (a truncated generation). TRL calls these
@@ -131,7 +131,7 @@ class Overlong:
 
 
 class Repetition:
-    """N-gram repetition penalty: ``-penalty * (1 - distinct n-grams / total n-grams)``.
+    """N-gram repetition penalty: ``-penalty * (1 - distinct n-grams / total n-grams)``, from 0.0 to -1.0.
 
     0.0 for a completion without a repeated n-gram (or shorter than ``ngram`` units); close to ``-penalty`` for
     one phrase repeated over and over. Counted over whitespace words by default, or over ``completion_ids``

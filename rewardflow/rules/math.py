@@ -147,7 +147,7 @@ def gsm8k_reward(completion: str, answer: Any = None, ground_truth: Any = None, 
     """GSM8K accuracy: 1.0 iff the anchored final answer equals the number after ``####`` in the gold.
 
     The gold comes from the ``answer`` column (GSM8K's own ``... #### 18``) or ``ground_truth``; commas, ``$``,
-    ``%`` and trailing units are tolerated on both sides. Scores 0 (with a reason) for: no anchored answer, a
+    ``%`` and trailing units are tolerated on both sides. 0.0 (with a reason) for: no anchored answer, a
     hedge ("70, 71, or 72", two different boxed answers), or a different value.
     """
     return compare_answer(gsm8k_gold(_gold(answer, ground_truth, None)), completion)
@@ -157,8 +157,9 @@ def math_reward(completion: str, answer: Any = None, ground_truth: Any = None, s
     """Math accuracy: 1.0 iff the anchored final answer is mathematically equal to the gold.
 
     The gold is the ``answer``/``ground_truth`` column (LaTeX or plain), or the boxed answer of a ``solution``
-    column (MATH dataset). Scores 0 for no anchored answer, a hedge, an unparseable answer, or a different value
-    (exact for exact numbers, relative 5e-6 when a decimal is involved; see :mod:`rewardflow.rules.equivalence`).
+    column (MATH dataset). 0.0 (with a reason) for no anchored answer, a hedge, an unparseable answer, or a
+    different value (exact for exact numbers, relative 5e-6 when a decimal is involved; see
+    :mod:`rewardflow.rules.equivalence`).
     """
     gold = _gold(answer, ground_truth, None) if (answer is not None or ground_truth is not None) else None
     if gold is None:
@@ -173,7 +174,7 @@ def math_reward(completion: str, answer: Any = None, ground_truth: Any = None, s
 def gsm8k_reward_fn(
     prompt: str, completions: str, prompt_ids: Any, completion_ids: Any, answer: Any, **kwargs: Any
 ) -> float:
-    """AReaL drop-in: same name and signature as ``areal.reward.gsm8k.gsm8k_reward_fn``.
+    """AReaL drop-in with ``areal.reward.gsm8k.gsm8k_reward_fn``'s signature; 1.0 / 0.0 as :func:`gsm8k_reward`.
 
     Unlike AReaL's, it does not catch exceptions and return 0: run it through the rewardflow engine, which turns
     a failure into ``status=error`` and a hang into ``status=timeout``.
@@ -186,7 +187,7 @@ def geometry3k_reward(completion: str, answer: Any = None, ground_truth: Any = N
 
     The dataset's prompt asks for ``\\boxed{}``, so only a boxed answer counts: no "the answer is", no bracket,
     and no last-number fallback (AReaL's falls back to the last number, so ``5\\sqrt{3}`` matched a gold of
-    ``2\\sqrt{3}``). Comparison and hedging as in :func:`math_reward`.
+    ``2\\sqrt{3}``). 0.0 without a boxed answer; otherwise comparison and hedging as in :func:`math_reward`.
     """
     return compare_answer(_gold(answer, ground_truth, None), completion, require_boxed=True, units=False)
 
@@ -194,7 +195,7 @@ def geometry3k_reward(completion: str, answer: Any = None, ground_truth: Any = N
 def geometry3k_reward_fn(
     prompt: str, completions: str, prompt_ids: Any, completion_ids: Any, answer: Any, **kwargs: Any
 ) -> float:
-    """AReaL drop-in: same name and signature as AReaL's ``geometry3k_reward_fn`` (accuracy only).
+    """AReaL drop-in: AReaL's ``geometry3k_reward_fn`` name and signature; 1.0 / 0.0 as :func:`geometry3k_reward`.
 
     AReaL's example adds a 0.1-weight ``<think>...</think>...\\boxed{}`` format bonus; compose that in a spec
     (``format`` with ``require_boxed``, weight 0.1, and this reward with weight 0.9) instead.
