@@ -29,6 +29,7 @@ __all__ = [
     "extract_final_answer",
     "find_boxed",
     "find_tag",
+    "gold_has_several_values",
     "parse_plain_number",
     "split_hedge",
     "top_level_split",
@@ -47,6 +48,7 @@ _PLAIN_NUMBER_RE = re.compile(
 _BRACE_RE = re.compile(r"[{}]")
 _BARE_TOKEN_RE = re.compile(r"[^\s$]+")
 _HEDGE_WORDS_RE = re.compile(r"\b(?:or|and/or|either)\b|/|\bto\b|\s-\s", re.IGNORECASE)
+_SEVERAL_RE = re.compile(r",|;|\\pm|\\mp|\bor\b|\band\b")
 _MARKERS = ("\\boxed", "\\fbox")
 # Longer answers are not treated as plain numbers at all (bounded work, and no real number is that long).
 _MAX_PLAIN = 200
@@ -180,6 +182,14 @@ def top_level_split(text: str, separators: str = ",;") -> list[str]:
             current.append(ch)
     parts.append("".join(current).replace("\0", ",").strip())
     return parts
+
+
+def gold_has_several_values(gold: str) -> bool:
+    """Whether a gold answer holds several values ("1, 2", "(3, -1)", "\\pm 2", "x = 1 or x = 2").
+
+    Against such a gold a list answer is compared as a list instead of being called a hedge.
+    """
+    return bool(_SEVERAL_RE.search(_THOUSANDS_RE.sub("", gold[:10_000])))
 
 
 def split_hedge(answer: str) -> bool:

@@ -25,11 +25,10 @@ turn a correct answer into a silent 0. The engine's killable per-call timeout bo
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from rewardflow.errors import InputError
-from rewardflow.rules.answer import _THOUSANDS_RE, extract_final_answer, parse_plain_number
+from rewardflow.rules.answer import extract_final_answer, gold_has_several_values, parse_plain_number
 from rewardflow.rules.equivalence import math_equal
 from rewardflow.types import Score
 
@@ -105,14 +104,6 @@ def _as_latex(text: str) -> str:
     return f"${text}$"
 
 
-_LIST_GOLD_RE = re.compile(r",|;|\\pm|\bor\b|\band\b")
-
-
-def _gold_is_list(gold: str) -> bool:
-    """Whether the gold holds several values ("1, 2", "(3, -1)", "\\pm 2"): then a list answer is no hedge."""
-    return bool(_LIST_GOLD_RE.search(_THOUSANDS_RE.sub("", gold)))
-
-
 def compare_answer(gold: str, completion: str, *, require_boxed: bool = False, units: bool = True) -> Score:
     """Score ``completion`` against ``gold``: anchored final answer, hedge rules, then :func:`math_equal`.
 
@@ -127,7 +118,7 @@ def compare_answer(gold: str, completion: str, *, require_boxed: bool = False, u
         return Score(0.0, reason=f"no \\boxed{{}} answer (found {found.anchor!r} anchor instead)")
     text = found.text
     if found.hedged:
-        if not _gold_is_list(gold):
+        if not gold_has_several_values(gold):
             return Score(0.0, reason=f"hedged final answer {found.text[:80]!r}")
         if found.anchor == "boxed" and len(found.candidates) > 1:
             text = ", ".join(found.candidates)  # "\\boxed{2} and \\boxed{3}" for a list gold
