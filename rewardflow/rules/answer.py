@@ -47,7 +47,9 @@ _PLAIN_NUMBER_RE = re.compile(
 )
 _BRACE_RE = re.compile(r"[{}]")
 _BARE_TOKEN_RE = re.compile(r"[^\s$]+")
-_HEDGE_WORDS_RE = re.compile(r"\b(?:or|and/or|either)\b|/|\bto\b|\s-\s", re.IGNORECASE)
+_HEDGE_WORDS_RE = re.compile(r"\b(?:or|and/or|either)\b|/|\bto\b", re.IGNORECASE)
+# "3 - 4" / "3-4 hours" is a range; "6 - 5i" and "x - 1" are expressions
+_RANGE_RE = re.compile(r"\$?[ \t]*\d+(?:\.\d+)?[ \t]*-[ \t]*\$?[ \t]*\d+(?:\.\d+)?(?:[ \t]+[a-zA-Z]+)?")
 _SEVERAL_RE = re.compile(r",|;|\\pm|\\mp|\bor\b|\band\b")
 _MARKERS = ("\\boxed", "\\fbox")
 # Longer answers are not treated as plain numbers at all (bounded work, and no real number is that long).
@@ -195,8 +197,8 @@ def gold_has_several_values(gold: str) -> bool:
 def split_hedge(answer: str) -> bool:
     """Whether an answer offers several candidate values where one is expected.
 
-    "70, 71, or 72", "3 or 4", "5/6/7", "3 to 4" and "1, 2" are hedges; "(1, 2)", "\\{1, 2\\}", "1/5", "1,000",
-    "2^{10}" and other single expressions are not. Apply it only when the gold is a single value.
+    "70, 71, or 72", "3 or 4", "5/6/7", "3 to 4", "3-4 hours" and "1, 2" are hedges; "(1, 2)", "\\{1, 2\\}", "1/5",
+    "1,000", "6 - 5i", "2^{10}" and other single expressions are not. Apply it only when the gold is a single value.
     """
     if len(answer) > 10_000:
         answer = answer[:10_000]
@@ -210,7 +212,7 @@ def split_hedge(answer: str) -> bool:
     if "/" in plain and _HEDGE_WORDS_RE.sub("", plain.replace("/", "")) == plain.replace("/", ""):
         # "1/5" is a fraction, not a hedge, unless other numbers or hedge words surround it
         return len(numbers) > 2
-    if _HEDGE_WORDS_RE.search(plain):
+    if _HEDGE_WORDS_RE.search(plain) or (len(plain) <= 100 and _RANGE_RE.fullmatch(plain.strip())):
         return True
     return len(top_level_split(plain)) > 1
 

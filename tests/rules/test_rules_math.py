@@ -180,3 +180,43 @@ def test_math_reads_gold_from_a_solution_column() -> None:
 def test_list_gold_accepts_several_boxed_values() -> None:
     assert math_reward("\\boxed{2} and \\boxed{3}", answer="2, 3").value == 1.0
     assert math_reward("\\boxed{2} and \\boxed{3}", answer="3").value == 0.0
+
+
+# Common ways a correct answer is written differently from the gold (MATH-style); each must score 1.
+COMMON_FORMS = [
+    ("\\dfrac{14}{3}", "\\frac{14}{3}"),
+    ("C", "\\text{(C)}"),
+    ("6-5i", "6 - 5i"),
+    ("(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+    ("\\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}", "\\begin{pmatrix}-\\frac{1}{3}\\\\ \\frac{2}{3}\\end{pmatrix}"),
+    ("10", "10\\%"),
+    ("[-2, 7]", "x \\in [-2,7]"),
+    ("(-\\infty, -4) \\cup (-4, 6) \\cup (6, \\infty)", "(-\\infty,-4)\\cup(-4,6)\\cup(6,\\infty)"),
+    ("32348", "\\$32,\\!348"),
+    ("Evelyn", "\\text{Evelyn}"),
+    ("7i - 2", "-2 + 7i"),
+    ("-\\frac{5}{2}", "y = -\\frac{5}{2}"),
+    ("2,-1", "-1, 2"),
+    ("5", "5\\text{ cm}^2"),
+    ("2\\sqrt{2}", "\\sqrt{8}"),
+    ("x^2+2x+1", "(x+1)^2"),
+    ("-\\frac{1}{2}", "-0.5"),
+    ("x \\ge 3", "[3, \\infty)"),
+    ("2^{10}", "1024"),
+    ("\\binom{10}{3}", "120"),
+    ("e^{i\\pi}", "-1"),
+    ("\\log_2 8", "3"),
+    ("1,000,000", "10^6"),
+    ("\\frac{1}{4}", "25\\%"),
+]
+
+
+@pytest.mark.parametrize(("gold", "pred"), COMMON_FORMS)
+def test_common_equivalent_forms(gold: str, pred: str) -> None:
+    result = math_reward(f"The answer is $\\boxed{{{pred}}}$", answer=gold)
+    assert result.value == 1.0, result.reason
+
+
+def test_a_range_is_a_hedge_but_a_subtraction_is_not() -> None:
+    assert gsm8k_reward("The answer is 3-4 hours", answer="#### 3").value == 0.0
+    assert math_reward("\\boxed{6 - 5i}", answer="6-5i").value == 1.0
