@@ -13,7 +13,9 @@ Baselines, run in this process on the same rows, one row at a time:
   reference implementation to compare with).
 
 Ours: ``Engine(reward, workers=2)`` after a 200-row warm-up (worker start and imports excluded), and
-``Engine(reward, kind="inline")`` (same function through the engine, one core, no processes).
+``Engine(reward, kind="inline")`` (same function through the engine, one core, no processes). The three runs
+are interleaved over ``--rounds`` slices of the rows, so a burst of load from elsewhere on the machine hits all
+three alike; the 1-minute load average is printed before and after.
 
     cd bench && PYTHONPATH=.. python p_rules.py [--n 10000] [--only math,gsm8k]
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -102,40 +105,49 @@ def build_rows(reward: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
-def math_verify_baseline(rows: list[dict[str, Any]], reward: str) -> Callable[[], list[float]]:
+def math_verify_baseline(reward: str) -> Callable[[list[dict[str, Any]]], list[float]]:
     from math_verify import parse, verify
 
     def gold(row: dict[str, Any]) -> str:
         return gsm8k_gold(row["answer"]) if reward == "gsm8k" else f"${row['answer']}$"
 
-    return lambda: [float(verify(parse(gold(r)), parse(r["completion"]))) for r in rows]
+    return lambda rows: [float(verify(parse(gold(r)), parse(r["completion"]))) for r in rows]
 
 
-def sequential_baseline(rows: list[dict[str, Any]], fn: Callable[..., Any]) -> Callable[[], list[float]]:
+def sequential_baseline(fn: Callable[..., Any]) -> Callable[[list[dict[str, Any]]], list[float]]:
     from rewardflow.reward import Reward, invoke
     from rewardflow.types import Sample
 
     rw = Reward.wrap(fn, kind="inline")
-    samples = [Sample.from_row(r) for r in rows]
-    return lambda: [invoke(rw, s).value for s in samples]  # type: ignore[misc]
+    return lambda rows: [invoke(rw, Sample.from_row(r)).value for r in rows]  # type: ignore[misc]
 
 
-def bench(reward: str, n: int) -> tuple[str, ...]:
+def bench(reward: str, n: int, rounds: int) -> tuple[str, ...]:
+    """Time the three runs on the same rows, interleaved in ``rounds`` slices so load drift hits all alike."""
     rows = build_rows(reward, n)
     fn = resolve(reward, PARAMS.get(reward))
     if reward in MATH_VERIFY_BASELINE:
-        baseline, base_label = math_verify_baseline(rows, reward), "math-verify"
+        baseline, base_label = math_verify_baseline(reward), "math-verify"
     else:
-        baseline, base_label = sequential_baseline(rows, fn), "same fn"
-    _, t_base = timed(baseline)
-    with Engine({reward: fn}, workers=2, timeout=10) as engine:
+        baseline, base_label = sequential_baseline(fn), "same fn"
+    t_base = t_pool = t_inline = 0.0
+    values: list[float | None] = []
+    not_ok = 0
+    with Engine({reward: fn}, workers=2, timeout=10) as engine, Engine({reward: fn}, kind="inline") as inline:
         engine.score(build_rows(reward, 200, seed=1))  # start workers, import sympy
-        results, t_pool = timed(lambda: engine.score(rows))
-    with Engine({reward: fn}, kind="inline") as inline:
-        inline_results, t_inline = timed(lambda: inline.score(rows))
-    not_ok = sum(not r.ok for r in results)
-    assert [r.value for r in results] == [r.value for r in inline_results]
-    mean = sum(r.value or 0.0 for r in results) / n
+        inline.score(build_rows(reward, 20, seed=1))
+        for k in range(rounds):
+            part = rows[k * n // rounds : (k + 1) * n // rounds]
+            _, dt = timed(lambda part=part: baseline(part))
+            t_base += dt
+            results, dt = timed(lambda part=part: engine.score(part))
+            t_pool += dt
+            inline_results, dt = timed(lambda part=part: inline.score(part))
+            t_inline += dt
+            assert [r.value for r in results] == [r.value for r in inline_results]
+            values += [r.value for r in results]
+            not_ok += sum(not r.ok for r in results)
+    mean = sum(v or 0.0 for v in values) / n
     return (
         reward,
         base_label,
@@ -153,6 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--only", default="")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved slices (evens out load drift)")
     args = parser.parse_args()
     names = [
         "gsm8k",
@@ -172,10 +185,13 @@ def main() -> None:
         names = [n for n in names if n in args.only.split(",")]
     header = ("reward", "baseline", "baseline rows/s", "2 workers rows/s", "ratio", "inline rows/s", "mean", "not ok")
     out = [header]
+    load_before = os.getloadavg()
     for name in names:
-        out.append(bench(name, args.n))
+        out.append(bench(name, args.n, args.rounds))
         print(f"done {name}", flush=True)
+    load_after = os.getloadavg()
     print(f"per-reward throughput, {args.n:,} samples each, {machine()}")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute)")
     print(table(out))
 
 

@@ -8,9 +8,43 @@ that instance pickles into the worker processes. See ``docs/en/builtin-rewards.m
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from rewardflow.registry import Entry
 
-__all__ = ["BUILTINS"]
+# Public names, imported on first access so that listing the built-ins stays cheap.
+_LAZY = {
+    "Format": "rewardflow.rules.format",
+    "JsonReward": "rewardflow.rules.json_output",
+    "Length": "rewardflow.rules.length",
+    "Overlong": "rewardflow.rules.length",
+    "Repetition": "rewardflow.rules.length",
+    "Verdict": "rewardflow.rules.sympy_compare",
+    "clevr_count_70k_reward_fn": "rewardflow.rules.choice",
+    "clevr_count_reward": "rewardflow.rules.choice",
+    "exact_match_reward": "rewardflow.rules.text",
+    "extract_final_answer": "rewardflow.rules.answer",
+    "f1_reward": "rewardflow.rules.text",
+    "geometry3k_reward": "rewardflow.rules.math",
+    "geometry3k_reward_fn": "rewardflow.rules.math",
+    "gsm8k_reward": "rewardflow.rules.math",
+    "gsm8k_reward_fn": "rewardflow.rules.math",
+    "math_equal": "rewardflow.rules.equivalence",
+    "math_reward": "rewardflow.rules.math",
+    "math_verify_equal": "rewardflow.rules.math",
+    "multiple_choice_reward": "rewardflow.rules.choice",
+}
+
+__all__ = ["BUILTINS", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rewardflow.rules' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 BUILTINS: list[Entry] = [
     Entry(

@@ -159,6 +159,9 @@ def _assignment(x: Any) -> tuple[Any, Any] | None:
     if not all(isinstance(r, sympy.Eq) for r in chain):
         return None
     lhs, rhs = chain[0].lhs, chain[-1].rhs
+    for r in chain:  # every numeric step must hold: "\\boxed{5 = 6}" is not an answer of 6
+        if not r.lhs.free_symbols and not r.rhs.free_symbols and not _equal_values(r.lhs, r.rhs):
+            return None
     if isinstance(lhs, sympy.Symbol) or isinstance(lhs, sympy.core.function.AppliedUndef):
         return lhs, rhs
     if not getattr(lhs, "free_symbols", True):

@@ -73,6 +73,9 @@ def test_installed_math_verify_is_the_one_the_table_describes() -> None:
         ("x = 5", "y = 5", False),
         ("\\text{Monday}", "monday", True),
         ("(C)", "C", True),
+        ("5", "2 + 3 = 5", True),  # a worked computation ending in the value
+        ("6", "5 = 6", False),  # a false equation is not an answer of 6
+        ("6", "x = 2 + 3 = 6", False),
     ],
 )
 def test_math_equal(gold: str, pred: str, equal: bool) -> None:

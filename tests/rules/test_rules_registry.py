@@ -104,3 +104,18 @@ def test_areal_style_reward_runs_in_workers() -> None:
     rows = [{"prompt": "p", "completion": "[3]", "answer": "3"}, {"prompt": "p", "completion": "[3]", "answer": "4"}]
     with Engine("clevr_count_70k_reward_fn", workers=2) as engine:
         assert [r.value for r in engine.score(rows)] == [1.0, 0.0]
+
+
+def test_lazy_public_names() -> None:
+    import subprocess
+    import sys
+
+    import rewardflow.rules as rules
+
+    for name in rules.__all__:
+        assert getattr(rules, name) is not None
+    with pytest.raises(AttributeError):
+        rules.nope  # noqa: B018
+    # importing the package (as the registry does) must not import sympy or math-verify
+    code = "import sys, rewardflow.rules; assert 'sympy' not in sys.modules and 'math_verify' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
