@@ -8,7 +8,12 @@ Every exception the library raises on purpose derives from :class:`RewardflowErr
     │   └── MissingDependencyError  an optional extra is not installed ("pip install rewardflow[judge]")
     ├── InputError                  a malformed input row (the engine/CLI turn it into an error row)
     ├── EngineClosedError           the engine or pool was used after close()
-    ├── JudgeError                  judge endpoint failures after retries (judge/)
+    ├── JudgeError                  judge endpoint failures after retries (judge/); ``info`` keeps usage
+    │   ├── JudgeConnectionError    could not connect / connection dropped, after the allowed retries
+    │   ├── JudgeTimeoutError       each attempt ran past the per-request timeout (also a TimeoutError)
+    │   ├── JudgeStatusError        an HTTP error status (4xx, or 429/5xx after retries); ``status_code``
+    │   ├── JudgeResponseError      a 200 whose body is not an OpenAI chat completion (garbage, no choices)
+    │   └── JudgeParseError         the judge's reply text holds no usable verdict; ``raw`` keeps it
     └── ModelError                  reward-model loading/scoring failures (models/)
 
 Errors raised *by reward code* are never propagated out of the engine: they become a
@@ -18,11 +23,18 @@ exceptions (openai, httpx, torch, sympy) are converted at one boundary with ``ra
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConfigError",
     "EngineClosedError",
     "InputError",
+    "JudgeConnectionError",
     "JudgeError",
+    "JudgeParseError",
+    "JudgeResponseError",
+    "JudgeStatusError",
+    "JudgeTimeoutError",
     "MissingDependencyError",
     "ModelError",
     "RewardflowError",
@@ -72,7 +84,43 @@ class EngineClosedError(RewardflowError, RuntimeError):
 
 
 class JudgeError(RewardflowError):
-    """A judge request failed for good (after the allowed retries) or its reply could not be parsed."""
+    """A judge request failed for good (after the allowed retries) or its reply could not be parsed.
+
+    ``info`` carries the usage of the failed call (attempts, tokens, latency); the engine copies it into the
+    error result, so the cost of failures is accounted for too.
+    """
+
+    def __init__(self, message: str, *, info: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.info: dict[str, Any] = info or {}
+
+
+class JudgeConnectionError(JudgeError, ConnectionError):
+    """The judge endpoint could not be reached, or dropped the connection, on every allowed attempt."""
+
+
+class JudgeTimeoutError(JudgeError, TimeoutError):
+    """Every allowed attempt ran past the per-request timeout."""
+
+
+class JudgeStatusError(JudgeError):
+    """The judge endpoint answered an HTTP error status (not retried for 4xx; after retries for 429/5xx)."""
+
+    def __init__(self, message: str, *, status_code: int = 0, info: dict[str, Any] | None = None) -> None:
+        super().__init__(message, info=info)
+        self.status_code = status_code
+
+
+class JudgeResponseError(JudgeError):
+    """The endpoint answered 200 with a body that is not a chat completion (not JSON, no choices)."""
+
+
+class JudgeParseError(JudgeError, ValueError):
+    """The judge's reply holds no usable score or verdict; ``raw`` is the reply text, also quoted in the message."""
+
+    def __init__(self, message: str, *, raw: str = "", info: dict[str, Any] | None = None) -> None:
+        super().__init__(message, info=info)
+        self.raw = raw
 
 
 class ModelError(RewardflowError):
