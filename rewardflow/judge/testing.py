@@ -285,7 +285,7 @@ class FakeJudgeServer:
             return 200, self.stats(), None
         if method == "GET" and path in ("/v1/models", "/models"):
             return 200, {"object": "list", "data": [{"id": "fake-judge", "object": "model"}]}, None
-        if method != "POST" or not path.endswith("/chat/completions"):
+        if method != "POST" or path not in ("/v1/chat/completions", "/chat/completions"):
             return 404, {"error": {"message": f"no route {method} {path}"}}, None
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             return 401, {"error": {"message": "invalid api key"}}, None
