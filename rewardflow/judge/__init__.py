@@ -3,8 +3,10 @@
 Modules: :mod:`~rewardflow.judge.client` (the HTTP client: limits, retries, cache, usage),
 :mod:`~rewardflow.judge.rewards` (``judge_score``, ``judge_reference``, ``judge_rubric``, ``judge_group``),
 :mod:`~rewardflow.judge.parse` (reply parsing and output schemas), :mod:`~rewardflow.judge.templates` (prompt
-templates), :mod:`~rewardflow.judge.limits` (rate limits, backoff), :mod:`~rewardflow.judge.cache` and
-:mod:`~rewardflow.judge.testing` (a deterministic OpenAI-compatible server on loopback).
+templates), :mod:`~rewardflow.judge.config` (endpoint identity and limits), :mod:`~rewardflow.judge.http` (the
+HTTP/1.1 transport), :mod:`~rewardflow.judge.limits` (rate limits, backoff), :mod:`~rewardflow.judge.cache`,
+:mod:`~rewardflow.judge.usage` (accounting) and :mod:`~rewardflow.judge.testing` (a deterministic
+OpenAI-compatible server on loopback).
 
 ``BUILTINS`` declares the rewards for the registry by import path; the public names below are imported lazily,
 so ``import rewardflow`` never imports httpx or jinja2.
@@ -51,7 +53,7 @@ BUILTINS: list[Entry] = [
 ]
 
 _LAZY = {
-    "ClientConfig": "rewardflow.judge.client",
+    "ClientConfig": "rewardflow.judge.config",
     "JudgeClient": "rewardflow.judge.client",
     "JudgeReply": "rewardflow.judge.client",
     "JudgeRequest": "rewardflow.judge.client",
@@ -64,7 +66,7 @@ _LAZY = {
     "judge_reference": "rewardflow.judge.rewards",
     "judge_rubric": "rewardflow.judge.rewards",
     "judge_score": "rewardflow.judge.rewards",
-    "usage_summary": "rewardflow.judge.rewards",
+    "usage_summary": "rewardflow.judge.usage",
     "FakeJudgeServer": "rewardflow.judge.testing",
     "spawn_fake_server": "rewardflow.judge.testing",
 }

@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import enum
-import ipaddress
 import json
 import logging
 import random
@@ -50,7 +49,6 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from rewardflow.errors import (
     ConfigError,
@@ -62,74 +60,16 @@ from rewardflow.errors import (
     JudgeTimeoutError,
 )
 from rewardflow.judge.cache import JudgeCache, request_key
+from rewardflow.judge.config import ClientConfig
 from rewardflow.judge.http import Backend, HttpxBackend, NativeBackend
 from rewardflow.judge.limits import TokenBucket, backoff_delay, retry_after_seconds
+from rewardflow.judge.usage import UsageTotals
 
-__all__ = ["ClientConfig", "JudgeClient", "JudgeReply", "JudgeRequest", "shared_client"]
+__all__ = ["JudgeClient", "JudgeReply", "JudgeRequest", "shared_client"]
 
 logger = logging.getLogger(__name__)
 
 Structured = Literal["auto"] | bool
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """Everything that identifies an endpoint and its limits. Equal configs share one :class:`JudgeClient`."""
-
-    base_url: str
-    api_key: str | None = field(default=None, repr=False)
-    concurrency: int = 64
-    rpm: float | None = None
-    tpm: float | None = None
-    timeout: float = 30.0
-    max_retries: int = 3
-    backoff: float = 0.5
-    backoff_max: float = 8.0
-    max_retry_after: float = 30.0
-    headers: tuple[tuple[str, str], ...] = ()
-    cache: bool = True
-    cache_size: int = 10_000
-    cache_path: str | None = None
-    http_backend: Literal["native", "httpx"] = "native"
-
-    def __post_init__(self) -> None:
-        checks = [
-            (bool(self.base_url) and self.base_url.startswith(("http://", "https://")), "base_url must be http(s)"),
-            (self.concurrency >= 1, "concurrency must be >= 1"),
-            (self.rpm is None or self.rpm > 0, "rpm must be positive"),
-            (self.tpm is None or self.tpm > 0, "tpm must be positive"),
-            (self.timeout > 0, "timeout must be positive"),
-            (0 <= self.max_retries <= 20, "max_retries must be between 0 and 20"),
-            (self.backoff >= 0 and self.backoff_max >= 0, "backoff must be >= 0"),
-            (self.max_retry_after >= 0, "max_retry_after must be >= 0"),
-            (self.cache_size >= 1, "cache_size must be >= 1"),
-            (self.http_backend in ("native", "httpx"), "http_backend must be 'native' or 'httpx'"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"judge client: {message} (base_url={self.base_url!r})")
-
-    @property
-    def url(self) -> str:
-        """The chat-completions URL (``base_url`` is the ``.../v1`` root, as for the OpenAI client)."""
-        base = self.base_url.rstrip("/")
-        return base if base.endswith("/chat/completions") else base + "/chat/completions"
-
-    @property
-    def call_budget(self) -> float:
-        """Worst-case seconds one call can take once it holds a slot: every attempt timing out, every wait maxed."""
-        waits = self.max_retries * max(self.backoff_max, self.max_retry_after)
-        return (self.max_retries + 1) * self.timeout + waits
-
-    @property
-    def loopback(self) -> bool:
-        host = urlsplit(self.base_url).hostname or ""
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
 
 
 @dataclass(frozen=True)
@@ -201,62 +141,6 @@ class ClientState(str, enum.Enum):
     CLOSED = "closed"
 
 
-class _Usage:
-    """Thread-safe running totals for one client."""
-
-    _FIELDS = ("calls", "requests", "retries", "failures", "cache_hits", "prompt_tokens", "completion_tokens")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts = dict.fromkeys(self._FIELDS, 0)
-        self.errors: dict[str, int] = {}
-        self.latency_total = 0.0
-        self.latency_max = 0.0
-        self.limit_wait = 0.0
-        self.cost = 0.0
-        self.inflight = 0
-        self.peak_inflight = 0
-
-    def add(self, **values: float) -> None:
-        with self._lock:
-            for key, value in values.items():
-                if key == "latency":
-                    self.latency_total += value
-                    self.latency_max = max(self.latency_max, value)
-                elif key == "limit_wait":
-                    self.limit_wait += value
-                elif key == "cost":
-                    self.cost += value
-                else:
-                    self.counts[key] += int(value)
-
-    def error(self, kind: str) -> None:
-        with self._lock:
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def enter(self) -> None:
-        with self._lock:
-            self.inflight += 1
-            self.peak_inflight = max(self.peak_inflight, self.inflight)
-
-    def leave(self) -> None:
-        with self._lock:
-            self.inflight -= 1
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            out: dict[str, Any] = dict(self.counts)
-            calls = out["calls"]
-            out["errors"] = dict(self.errors)
-            out["latency_total"] = round(self.latency_total, 6)
-            out["latency_mean"] = round(self.latency_total / calls, 6) if calls else 0.0
-            out["latency_max"] = round(self.latency_max, 6)
-            out["limit_wait"] = round(self.limit_wait, 6)
-            out["peak_concurrency"] = self.peak_inflight
-            out["cost_usd"] = round(self.cost, 8)
-            return out
-
-
 @dataclass
 class _LoopState:
     """What belongs to one event loop: the HTTP backend, the concurrency semaphore, the in-flight calls."""
@@ -303,7 +187,7 @@ class JudgeClient:
         self._rpm = TokenBucket(config.rpm) if config.rpm else None
         self._tpm = TokenBucket(config.tpm) if config.tpm else None
         self._cache = JudgeCache(config.cache_size, config.cache_path) if config.cache else None
-        self._usage = _Usage()
+        self._usage = UsageTotals()
         self._no_structured: set[str] = set()
         self.state = ClientState.NEW
         self.clients_created = 0  # HTTP clients built: one per event loop the client was used on

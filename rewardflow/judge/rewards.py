@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rewardflow.errors import ConfigError, InputError, JudgeParseError
 from rewardflow.judge import parse
-from rewardflow.judge.client import ClientConfig, JudgeClient, JudgeRequest, shared_client
+from rewardflow.judge.client import JudgeClient, JudgeRequest, shared_client
+from rewardflow.judge.config import ClientConfig
 from rewardflow.judge.templates import Template, load_template
 from rewardflow.reward import Kind, RewardOptions
 from rewardflow.types import Score
@@ -41,7 +42,6 @@ __all__ = [
     "judge_reference",
     "judge_rubric",
     "judge_score",
-    "usage_summary",
 ]
 
 REFERENCE_COLUMNS = ("reference", "answer")
@@ -391,32 +391,3 @@ def judge_rubric(**params: Any) -> JudgeRubric:
 def judge_group(**params: Any) -> JudgeGroup:
     """Factory for ``judge_group`` (one call per group; ``mode: score`` or ``rank``)."""
     return JudgeGroup(_validate(GroupParams, params, "judge_group"))
-
-
-_SUMMED = ("requests", "retries", "prompt_tokens", "completion_tokens", "cost_usd")
-
-
-def usage_summary(results: Sequence[Any]) -> dict[str, Any]:
-    """Judge usage summed over engine results (single- or multi-component), for logs and reports.
-
-    Counts calls, cache hits and failed calls, and sums requests, retries, tokens and cost. Group rewards carry
-    their usage on one sample per group, so the sums are exact.
-    """
-    totals: dict[str, Any] = dict.fromkeys(("calls", "cached", "failed", *_SUMMED), 0)
-    totals["cost_usd"] = 0.0
-    for result in results:
-        info = getattr(result, "info", None) or {}
-        if "judge" in info:
-            found = [info["judge"]]
-        else:
-            found = [v["judge"] for v in info.values() if isinstance(v, Mapping) and "judge" in v]
-        for judge in found:
-            if not isinstance(judge, Mapping):
-                continue
-            totals["calls"] += 1
-            totals["cached"] += bool(judge.get("cached"))
-            totals["failed"] += bool(judge.get("failed"))
-            for key in _SUMMED:
-                totals[key] += judge.get(key, 0) or 0
-    totals["cost_usd"] = round(totals["cost_usd"], 8)
-    return totals

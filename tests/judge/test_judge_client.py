@@ -24,7 +24,8 @@ from rewardflow.errors import (
     JudgeTimeoutError,
 )
 from rewardflow.judge import parse
-from rewardflow.judge.client import ClientConfig, JudgeClient, JudgeRequest, shared_client
+from rewardflow.judge.client import JudgeClient, JudgeRequest, shared_client
+from rewardflow.judge.config import ClientConfig
 from rewardflow.judge.testing import FakeJudgeServer
 
 BACKENDS = ["native", "httpx"]

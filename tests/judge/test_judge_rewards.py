@@ -14,8 +14,8 @@ import pytest
 from rewardflow import Engine, Kind, Reward, Status, resolve
 from rewardflow.errors import ConfigError
 from rewardflow.judge import JudgeGroup, JudgeScore, judge_group, judge_reference, judge_rubric, judge_score
-from rewardflow.judge.rewards import usage_summary
 from rewardflow.judge.testing import FakeJudgeServer
+from rewardflow.judge.usage import usage_summary
 from rewardflow.spec import parse_spec
 from rewardflow.types import Score
 
