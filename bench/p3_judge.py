@@ -235,7 +235,7 @@ def main() -> None:
     rf_time = rf_per * n
     print(f"- target (c) >= 50x (a): {seed_per / rf_per:.1f}x" if seed_per else "- (a) skipped")
     print(f"- target (c) within 80% of capacity: {ideal:.4f} / {rf_time:.4f} = {ideal / rf_time:.1%}")
-    if sync_n != n:
+    if sync_n != n and not {"seed", "pool2"} <= set(args.skip):
         print(f"- (a) and (b) ran {sync_n} judgments; their time for {n} is extrapolated linearly")
     sys.stdout.flush()
 
