@@ -4,12 +4,12 @@ Modules: :mod:`~rewardflow.judge.client` (the HTTP client: limits, retries, cach
 :mod:`~rewardflow.judge.rewards` (``judge_score``, ``judge_reference``, ``judge_rubric``, ``judge_group``),
 :mod:`~rewardflow.judge.parse` (reply parsing and output schemas), :mod:`~rewardflow.judge.templates` (prompt
 templates), :mod:`~rewardflow.judge.config` (endpoint identity and limits), :mod:`~rewardflow.judge.http` (the
-HTTP/1.1 transport), :mod:`~rewardflow.judge.limits` (rate limits, backoff), :mod:`~rewardflow.judge.cache`,
-:mod:`~rewardflow.judge.usage` (accounting) and :mod:`~rewardflow.judge.testing` (a deterministic
-OpenAI-compatible server on loopback).
+HTTP transport: aiohttp or httpx), :mod:`~rewardflow.judge.limits` (rate limits, backoff),
+:mod:`~rewardflow.judge.cache`, :mod:`~rewardflow.judge.usage` (accounting) and :mod:`~rewardflow.judge.testing`
+(a deterministic OpenAI-compatible server on loopback).
 
 ``BUILTINS`` declares the rewards for the registry by import path; the public names below are imported lazily,
-so ``import rewardflow`` never imports httpx or jinja2.
+so ``import rewardflow`` never imports aiohttp, httpx or jinja2.
 """
 
 from __future__ import annotations

@@ -17,20 +17,21 @@ Structured output: a request may carry a JSON schema; it is sent as ``response_f
 vLLM, SGLang and OpenAI enforce. With ``structured="auto"`` a 400 answer to such a request is retried once without
 it, and the model is remembered as not supporting it on this endpoint.
 
-Transport: not ``openai.AsyncOpenAI`` and, by default, not httpx either, but the lean HTTP/1.1 client of
-:mod:`rewardflow.judge.http`. The judge needs one endpoint and full control of the request cycle (one deadline per
-attempt, our own retry policy, ``Retry-After``, a garbage body's text kept for the error); ``AsyncOpenAI`` would
-have to be switched off on each point (``max_retries=0``, custom timeouts, raw responses) and, being built on
-httpx, inherits its CPU cost per request, which is what decides how close a client gets to a judge server's
-capacity (measured in :mod:`rewardflow.judge.http`). ``http_backend="httpx"`` switches to httpx (proxies from the
-environment, ``httpx.MockTransport`` via ``transport=``). Transport exceptions stop in :meth:`JudgeClient._attempt`
-and leave as :class:`~rewardflow.errors.JudgeError` subclasses.
+Transport: not ``openai.AsyncOpenAI`` but an HTTP client library used directly, aiohttp by default
+(:mod:`rewardflow.judge.http`, where the choice is measured). The judge needs one endpoint and full control of the
+request cycle (one deadline per attempt, our own retry policy, ``Retry-After``, a garbage body's text kept for the
+error); ``AsyncOpenAI`` would have to be switched off on each point (``max_retries=0``, custom timeouts, raw
+responses) and, being built on httpx, costs more CPU per request, which is what decides how close a client gets to
+a judge server's capacity. ``http_backend="httpx"`` switches to httpx (``httpx.MockTransport`` via
+``transport=``). Transport exceptions stop in :meth:`JudgeClient._attempt` and leave as
+:class:`~rewardflow.errors.JudgeError` subclasses.
 
 Event loops: connections, a semaphore and in-flight futures belong to the loop they are used on. The client keeps
 one such state per running loop, created on first use under a lock. The engine's sync ``score()`` runs on one
 long-lived loop, so in practice one HTTP client (connection pool) is created per endpoint for the life of the
 engine (:attr:`JudgeClient.clients_created` counts them). Calling ``asyncio.run(...)`` per batch creates a new loop,
-and so a new pool, each time: keep one loop.
+and so a new pool, each time: keep one loop. A loop's pool is closed when that loop shuts down
+(``loop.shutdown_asyncgens()``, called by ``asyncio.run`` and by ``Engine.close()``), or by :meth:`JudgeClient.close`.
 
 Not covered: streaming, tool calls, the legacy ``/completions`` endpoint, Azure-style deployments.
 """
@@ -46,7 +47,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -61,7 +62,7 @@ from rewardflow.errors import (
 )
 from rewardflow.judge.cache import JudgeCache, request_key
 from rewardflow.judge.config import ClientConfig
-from rewardflow.judge.http import Backend, HttpxBackend, NativeBackend
+from rewardflow.judge.http import AiohttpBackend, Backend, HttpxBackend
 from rewardflow.judge.limits import TokenBucket, backoff_delay, retry_after_seconds
 from rewardflow.judge.usage import UsageTotals
 
@@ -148,6 +149,7 @@ class _LoopState:
     backend: Backend
     semaphore: asyncio.Semaphore
     inflight: dict[str, asyncio.Future[JudgeReply]]
+    closer: AsyncGenerator[None, None] | None = None  # see JudgeClient._close_at_shutdown
 
 
 @dataclass
@@ -202,7 +204,7 @@ class JudgeClient:
 
         A raised error carries ``info = {"judge": {...}}`` with the usage of the failed attempts.
         """
-        state = self._state()
+        state = await self._state()
         structured = self._wants_structured(request)
         body = request.body(structured)
         start = time.perf_counter()
@@ -228,6 +230,8 @@ class JudgeClient:
                 raise
             raise _as_follower(exc, time.perf_counter() - start) from exc.__cause__
         if leader:
+            if self._cache.path is not None:
+                await self._persist(key, reply)
             return reply
         self._usage.add(cache_hits=1)
         return self._cached(request, _cache_value(reply), structured, start)
@@ -277,7 +281,7 @@ class JudgeClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _state(self) -> _LoopState:
+    async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is not None:
@@ -286,28 +290,48 @@ class JudgeClient:
             if self.state is ClientState.CLOSED:
                 raise EngineClosedError(f"the judge client for {self.config.url} is closed")
             state = self._states.get(loop)
-            if state is None:
-                state = _LoopState(self._make_backend(), asyncio.Semaphore(self.config.concurrency), {})
-                self._states[loop] = state
-                self.clients_created += 1
-                self.state = ClientState.OPEN
+            if state is not None:
+                return state
+            state = _LoopState(self._make_backend(), asyncio.Semaphore(self.config.concurrency), {})
+            self._states[loop] = state
+            self.clients_created += 1
+            self.state = ClientState.OPEN
+        state.closer = self._close_at_shutdown(state)
+        await state.closer.__anext__()  # registers it with the loop; returns at once
         return state
+
+    async def _close_at_shutdown(self, state: _LoopState) -> AsyncGenerator[None, None]:
+        """Close this loop's HTTP client when the loop shuts down, even if nobody calls :meth:`close`.
+
+        A started async generator is finalised by ``loop.shutdown_asyncgens()``, which ``asyncio.run`` and the
+        engine's ``close()`` call before closing their loop: the ``finally`` closes the connections on their own
+        loop, so a judge used through ``with Engine(...)`` or ``asyncio.run(...)`` leaves no open session behind.
+        """
+        try:
+            yield
+        finally:
+            loop = asyncio.get_running_loop()
+            with self._lock:
+                if self._states.get(loop) is state:
+                    del self._states[loop]
+            await state.backend.aclose()
 
     def _make_backend(self) -> Backend:
         cfg = self.config
         headers = {"Content-Type": "application/json", **dict(cfg.headers)}
         if cfg.api_key:
             headers["Authorization"] = f"Bearer {cfg.api_key}"
+        trust_env = not cfg.loopback  # never send loopback traffic through a proxy from the environment
         if cfg.http_backend == "httpx" or self._transport is not None:
             return HttpxBackend(
                 cfg.url,
                 headers,
                 connections=cfg.concurrency,
                 timeout=cfg.timeout,
-                trust_env=not cfg.loopback,  # never send loopback traffic through a proxy from the environment
+                trust_env=trust_env,
                 transport=self._transport,
             )
-        return NativeBackend(cfg.url, headers, max_idle=cfg.concurrency)
+        return AiohttpBackend(cfg.url, headers, connections=cfg.concurrency, trust_env=trust_env)
 
     def _wants_structured(self, request: JudgeRequest) -> bool:
         if request.schema is None or request.structured is False:
@@ -321,6 +345,13 @@ class JudgeClient:
             text=value["text"], model=request.model, latency=latency, cached=True, structured=structured, cost=None
         )
 
+    async def _persist(self, key: str, reply: JudgeReply) -> None:
+        """Write a reply to the disk cache before its caller gets it (a task left behind dies with its loop)."""
+        try:
+            await self._cache.aput(key, _cache_value(reply))  # type: ignore[union-attr]
+        except Exception as exc:  # a lost cache entry costs one more judge call later, never a judgment
+            logger.warning("judge cache write failed: %s", exc)
+
     def _settle(self, state: _LoopState, key: str, future: asyncio.Future[JudgeReply]) -> None:
         state.inflight.pop(key, None)
         if future.cancelled():
@@ -329,9 +360,6 @@ class JudgeClient:
         if exc is None and self._cache is not None:
             value = _cache_value(future.result())
             self._cache.put(key, value)  # at once, so the next identical call finds it in memory
-            if self._cache.path is not None:
-                task = asyncio.ensure_future(self._cache.aput(key, value))
-                task.add_done_callback(_log_failure)
 
     async def _send(
         self, state: _LoopState, request: JudgeRequest, body: dict[str, Any], structured: bool, start: float
@@ -522,11 +550,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("judge cache write failed: %s", task.exception())
 
 
 _SHARED: weakref.WeakValueDictionary[ClientConfig, JudgeClient] = weakref.WeakValueDictionary()

@@ -35,7 +35,7 @@ class ClientConfig:
     cache: bool = True
     cache_size: int = 10_000
     cache_path: str | None = None
-    http_backend: Literal["native", "httpx"] = "native"
+    http_backend: Literal["aiohttp", "httpx"] = "aiohttp"
 
     def __post_init__(self) -> None:
         checks = [
@@ -48,7 +48,7 @@ class ClientConfig:
             (self.backoff >= 0 and self.backoff_max >= 0, "backoff must be >= 0"),
             (self.max_retry_after >= 0, "max_retry_after must be >= 0"),
             (self.cache_size >= 1, "cache_size must be >= 1"),
-            (self.http_backend in ("native", "httpx"), "http_backend must be 'native' or 'httpx'"),
+            (self.http_backend in ("aiohttp", "httpx"), "http_backend must be 'aiohttp' or 'httpx'"),
         ]
         for ok, message in checks:
             if not ok:

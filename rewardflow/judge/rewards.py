@@ -77,8 +77,8 @@ class JudgeParams(BaseModel):
     max_retry_after: float = Field(default=30.0, ge=0, description="Cap on a server's Retry-After.")
     cache: bool | str = Field(default=True, description="Cache identical requests: true, false, or a SQLite path.")
     cache_size: int = Field(default=10_000, ge=1, description="Entries kept in the in-memory cache.")
-    http_backend: Literal["native", "httpx"] = Field(
-        default="native", description="native: lean HTTP/1.1 client; httpx: honours proxy environment variables."
+    http_backend: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp", description="HTTP client library: aiohttp (faster under load) or httpx (MockTransport)."
     )
     reward_timeout: float | None = Field(
         default=None, gt=0, description="Engine timeout for one reward call; default: the retry budget + 30 s."

@@ -28,7 +28,7 @@ from rewardflow.judge.client import JudgeClient, JudgeRequest, shared_client
 from rewardflow.judge.config import ClientConfig
 from rewardflow.judge.testing import FakeJudgeServer
 
-BACKENDS = ["native", "httpx"]
+BACKENDS = ["aiohttp", "httpx"]
 
 
 def make_client(server: FakeJudgeServer, **options: Any) -> JudgeClient:
@@ -328,6 +328,26 @@ def test_one_http_client_per_event_loop() -> None:
         run(many())  # a new event loop needs its own connections
         assert client.clients_created == 2
         assert server.stats()["connections"] <= 2 * 20  # connections are reused within a loop
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loop_shutdown_closes_the_http_client(backend: str) -> None:
+    """asyncio.run (like Engine.close) shuts its loop's async generators down: the connections go with the loop."""
+    with FakeJudgeServer() as server:
+        client = make_client(server, http_backend=backend)
+
+        async def once() -> Any:
+            await client.complete(req("x"))
+            state = client._states[asyncio.get_running_loop()]
+            assert not state.backend._closed  # type: ignore[attr-defined]
+            return state.backend
+
+        used = run(once())
+        assert used._closed and not client._states
+        if backend == "aiohttp":
+            assert used._session is None
+        run(once())  # a later loop gets a fresh one
+        assert client.clients_created == 2
 
 
 def test_closed_client_refuses_work_and_shared_client_replaces_it() -> None:

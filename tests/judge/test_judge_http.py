@@ -1,62 +1,95 @@
-"""The native HTTP/1.1 backend against a raw socket server that sends exactly the bytes each test chooses."""
+"""The HTTP backends' boundary: whatever the server sends, a backend answers (status, headers, body) or raises
+ConnectionError / TimeoutError, never a library exception; bodies are capped; connections are kept alive and
+never reused once broken; proxies from the environment are used only when asked.
+
+The server here is a raw socket server that sends exactly the bytes each test chooses.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import json
+import socket
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from rewardflow.judge.http import NativeBackend, ProtocolFailure
+from rewardflow.judge import http
+from rewardflow.judge.client import JudgeClient, JudgeRequest
+from rewardflow.judge.http import AiohttpBackend, Backend, HttpxBackend
+from rewardflow.judge.testing import FakeJudgeServer
 
 BODY = json.dumps({"choices": [{"message": {"content": "7"}}]}).encode()
+BACKENDS = ["aiohttp", "httpx"]
 Reply = Callable[[int], bytes]  # request number on this server -> raw response bytes (b"" closes silently)
 
 
-async def serve(reply: Reply, requests: int, *, close: bool = False) -> tuple[list[int], list[bytes]]:
-    """Serve ``requests`` POSTs with a NativeBackend; return the per-connection request counts and the bodies."""
-    seen: list[int] = []
-    counter = 0
+def make_backend(kind: str, url: str, *, trust_env: bool = False) -> Backend:
+    headers = {"Content-Type": "application/json"}
+    if kind == "aiohttp":
+        return AiohttpBackend(url, headers, connections=4, trust_env=trust_env)
+    return HttpxBackend(url, headers, connections=4, timeout=5.0, trust_env=trust_env, transport=None)
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal counter
-        seen.append(0)
-        mine = len(seen) - 1
+
+class RawServer:
+    """Counts requests per connection, records request lines, answers each request with ``reply(i)``."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.per_connection: list[int] = []
+        self.request_lines: list[str] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/chat/completions"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.per_connection.append(0)
+        mine = len(self.per_connection) - 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = int(
-                    next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1]
-                )
+                lines = head.decode("latin-1").split("\r\n")
+                self.request_lines.append(lines[0])
+                length = next(int(v) for k, _, v in (h.partition(":") for h in lines) if k.lower() == "content-length")
                 await reader.readexactly(length)
-                seen[mine] += 1
-                data = reply(counter)
-                counter += 1
+                data = self.reply(sum(self.per_connection))
+                self.per_connection[mine] += 1
                 if not data:
                     break
                 writer.write(data)
                 await writer.drain()
-                if close or b"Connection: close" in data:
+                if b"Connection: close" in data:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    backend = NativeBackend(f"http://127.0.0.1:{port}/v1/chat/completions", {"Content-Type": "application/json"})
-    bodies = []
-    try:
-        for _ in range(requests):
-            bodies.append((await asyncio.wait_for(backend.post(b"{}"), 5))[2])
-            await asyncio.sleep(0.01)  # let the loop see a server-side close before the next request
-    finally:
-        await backend.aclose()
-        server.close()
-    return seen, bodies
+
+async def exchange(kind: str, reply: Reply, requests: int) -> tuple[list[int], list[Any]]:
+    """Send ``requests`` POSTs one after the other; return per-connection request counts and the outcomes."""
+    raw = RawServer(reply)
+    outcomes: list[Any] = []
+    async with raw as url:
+        backend = make_backend(kind, url)
+        try:
+            for _ in range(requests):
+                try:
+                    outcomes.append(await asyncio.wait_for(backend.post(b"{}"), 5))
+                except Exception as exc:  # the test inspects what leaves the backend
+                    outcomes.append(exc)
+                await asyncio.sleep(0.01)  # let the loop see a server-side close before the next request
+        finally:
+            await backend.aclose()
+    return raw.per_connection, outcomes
 
 
 def ok(body: bytes = BODY, *extra: str) -> bytes:
@@ -64,51 +97,130 @@ def ok(body: bytes = BODY, *extra: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-def test_keep_alive_reuses_one_connection() -> None:
-    seen, bodies = asyncio.run(serve(lambda i: ok(), 5))
-    assert seen == [5] and bodies == [BODY] * 5
+def chunked(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
 
 
-def test_server_closing_the_connection_is_not_reused() -> None:
-    seen, bodies = asyncio.run(serve(lambda i: ok(BODY, "Connection: close"), 3))
-    assert seen == [1, 1, 1] and bodies == [BODY] * 3
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_keep_alive_reuses_one_connection(kind: str) -> None:
+    seen, outcomes = asyncio.run(exchange(kind, lambda i: ok(), 5))
+    assert seen == [5] and [o[:1] + o[2:] for o in outcomes] == [(200, BODY)] * 5
 
 
-def test_chunked_body_with_trailer() -> None:
-    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-    chunked += b"%x\r\n%s\r\n" % (10, BODY[:10]) + b"%x;ext=1\r\n%s\r\n" % (len(BODY) - 10, BODY[10:])
-    chunked += b"0\r\nX-Trailer: 1\r\n\r\n"
-    seen, bodies = asyncio.run(serve(lambda i: chunked, 2))
-    assert bodies == [BODY, BODY] and seen == [2]
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_connection_the_server_closes_is_not_reused(kind: str) -> None:
+    seen, outcomes = asyncio.run(exchange(kind, lambda i: ok(BODY, "Connection: close"), 3))
+    assert seen == [1, 1, 1] and [o[2] for o in outcomes] == [BODY] * 3
 
 
-def test_gzip_body_is_decoded() -> None:
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_error_statuses_are_answered_not_raised(kind: str) -> None:
+    reply = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 2\r\n\r\n{}"
+    _, (outcome,) = asyncio.run(exchange(kind, lambda i: reply, 1))
+    status, headers, body = outcome
+    assert (status, headers["retry-after"], body) == (429, "2", b"{}")
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_gzip_and_chunked_bodies_are_decoded_by_the_library(kind: str) -> None:
     packed = gzip.compress(BODY)
-    _, bodies = asyncio.run(serve(lambda i: ok(packed, "Content-Encoding: gzip"), 1))
-    assert bodies == [BODY]
+    replies = [ok(packed, "Content-Encoding: gzip"), chunked(BODY)]
+    _, outcomes = asyncio.run(exchange(kind, lambda i: replies[i], 2))
+    assert [o[2] for o in outcomes] == [BODY, BODY]
 
 
-def test_body_delimited_by_close() -> None:
-    raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + BODY
-    seen, bodies = asyncio.run(serve(lambda i: raw, 2))
-    assert bodies == [BODY, BODY] and seen == [1, 1]
-
-
-def test_interim_100_continue_is_skipped() -> None:
-    _, bodies = asyncio.run(serve(lambda i: b"HTTP/1.1 100 Continue\r\n\r\n" + ok(), 1))
-    assert bodies == [BODY]
-
-
+@pytest.mark.parametrize("kind", BACKENDS)
 @pytest.mark.parametrize(
-    ("raw", "error"),
+    "raw",
     [
-        (b"garbage\r\n\r\n", ProtocolFailure),  # not a status line
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n{}", ProtocolFailure),  # truncated body
-        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", ProtocolFailure),  # nonsense length
-        (b"", ConnectionResetError),  # closed without a response
+        b"garbage\r\n\r\n",  # not a status line
+        b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\nConnection: close\r\n\r\n{}",  # truncated body
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope",  # not gzip
+        b"",  # closed without a response
     ],
+    ids=["status-line", "truncated", "bad-gzip", "closed"],
 )
-def test_broken_responses_raise_connection_errors(raw: bytes, error: type[Exception]) -> None:
-    with pytest.raises(error):
-        asyncio.run(serve(lambda i: raw, 1, close=True))
-    assert issubclass(error, ConnectionError)  # the client maps every ConnectionError to a retryable failure
+def test_broken_responses_raise_connection_error(kind: str, raw: bytes) -> None:
+    _, (outcome,) = asyncio.run(exchange(kind, lambda i: raw, 1))
+    assert type(outcome) is ConnectionError, repr(outcome)  # mapped at the boundary, cause kept
+    assert outcome.__cause__ is not None
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_bodies_over_the_cap_are_refused(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http, "MAX_BODY", 1000)
+    big = b"x" * 1500
+    replies = [ok(big), chunked(big), ok(gzip.compress(big), "Content-Encoding: gzip"), ok(b"y" * 1000)]
+    seen, outcomes = asyncio.run(exchange(kind, lambda i: replies[i], 4))
+    assert [type(o) for o in outcomes[:3]] == [ConnectionError] * 3  # declared, streamed, decompressed
+    assert all("refused" in str(o) for o in outcomes[:3])
+    assert outcomes[3][2] == b"y" * 1000  # exactly the cap is fine
+    assert sum(seen) == 4
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_refused_connection_and_closed_backend_raise_connection_error(kind: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once the block ends
+
+    async def go() -> list[Exception]:
+        backend = make_backend(kind, f"http://127.0.0.1:{port}/v1/chat/completions")
+        errors: list[Exception] = []
+        for _ in range(2):
+            try:
+                await asyncio.wait_for(backend.post(b"{}"), 5)
+            except Exception as exc:
+                errors.append(exc)
+            await backend.aclose()
+        return errors
+
+    errors = asyncio.run(go())
+    assert len(errors) == 2 and all(isinstance(e, ConnectionError) for e in errors)
+
+
+def test_aiohttp_session_is_created_lazily_once() -> None:
+    async def go() -> tuple[Any, Any, Any]:
+        async with RawServer(lambda i: ok()) as url:
+            backend = AiohttpBackend(url, {}, connections=2, trust_env=False)
+            before = backend._session
+            await asyncio.gather(*(backend.post(b"{}") for _ in range(6)))
+            first = backend._session
+            await backend.post(b"{}")
+            same = backend._session is first
+            await backend.aclose()
+            return before, first, same
+
+    before, first, same = asyncio.run(go())
+    assert before is None and first is not None and same
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_proxy_from_the_environment_only_when_asked(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy_raw, target_raw = RawServer(lambda i: ok()), RawServer(lambda i: ok())
+
+    async def go() -> None:
+        async with proxy_raw as proxy, target_raw as target:
+            monkeypatch.setenv("HTTP_PROXY", proxy.rsplit("/v1", 1)[0])
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            for trust_env in (False, True):
+                backend = make_backend(kind, target, trust_env=trust_env)
+                await asyncio.wait_for(backend.post(b"{}"), 5)
+                await backend.aclose()
+
+    asyncio.run(go())
+    assert target_raw.request_lines == ["POST /v1/chat/completions HTTP/1.1"]  # direct when not trusted
+    assert len(proxy_raw.request_lines) == 1 and proxy_raw.request_lines[0].startswith("POST http://127.0.0.1:")
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_the_client_never_proxies_loopback(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a dead proxy: using it would fail the call
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with FakeJudgeServer() as server:
+        client = JudgeClient(base_url=server.base_url, max_retries=0, http_backend=kind)
+        request = JudgeRequest(model="m", messages=({"role": "user", "content": "[[reply:7]]"},))
+        assert asyncio.run(client.complete(request)).text == "7"
+        client.close()

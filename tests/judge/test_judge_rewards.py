@@ -67,13 +67,20 @@ def test_unparseable_reply_is_not_served_from_cache(params: dict, server: FakeJu
     assert server.stats()["requests"] == 2  # asked again, not replayed from the cache
 
 
-def test_every_fault_ends_ok_or_error_and_no_sample_is_lost(params: dict, server: FakeJudgeServer) -> None:
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+def test_every_fault_ends_ok_or_error_and_no_sample_is_lost(
+    params: dict, server: FakeJudgeServer, backend: str
+) -> None:
     """A batch mixing every fault: one result per row, ok after retries or a typed error with a reason."""
     transient = [f"t{k} [[fault:{k}*1]] [[score=5]]" for k in ("500", "503", "429", "drop", "hang")]
     final = [f"f{k} [[fault:{k}]]" for k in ("500", "429", "drop", "hang", "garbage", "nochoices", "400")]
     completions = ["plain [[score=8]]", *transient, *final]
-    with Engine(judge_score(**{**params, "timeout": 0.3}, structured=False)) as engine:
+    reward = judge_score(**{**params, "timeout": 0.3}, structured=False, http_backend=backend)
+    with Engine(reward) as engine:
         results = engine.score(rows(*completions))
+        assert reward.client._states  # the connection pool is open while the engine is
+    assert not reward.client._states  # closing the engine closed it, on the engine's loop
+    assert reward.usage()["clients_created"] == 1
     assert len(results) == len(completions)
     assert [r.value for r in results[:6]] == [0.8] + [0.5] * 5
     assert all(r.ok for r in results[:6])
@@ -305,7 +312,7 @@ def test_importing_rewardflow_and_judge_is_light() -> None:
         import rewardflow, rewardflow.judge
         from rewardflow.registry import default_registry
         assert {"judge_score", "judge_group"} <= set(default_registry().names())
-        heavy = [m for m in ("httpx", "jinja2", "openai") if m in sys.modules]
+        heavy = [m for m in ("aiohttp", "httpx", "jinja2", "openai") if m in sys.modules]
         assert not heavy, heavy
         """
     )
