@@ -62,7 +62,7 @@ from rewardflow.errors import (
 )
 from rewardflow.judge.cache import JudgeCache, request_key
 from rewardflow.judge.config import ClientConfig
-from rewardflow.judge.http import AiohttpBackend, Backend, HttpxBackend
+from rewardflow.judge.http import AiohttpBackend, Backend, HttpxBackend, import_library
 from rewardflow.judge.limits import TokenBucket, backoff_delay, retry_after_seconds
 from rewardflow.judge.usage import UsageTotals
 
@@ -182,6 +182,7 @@ class JudgeClient:
         elif options:
             raise ConfigError("give either a ClientConfig or keyword options, not both")
         self.config = config
+        import_library("httpx" if transport is not None else config.http_backend)  # fail early, off the loop
         self._transport = transport
         self._rng = rng or random.Random()
         self._lock = threading.Lock()

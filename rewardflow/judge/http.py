@@ -3,17 +3,18 @@
 A judge sends many small JSON POSTs to one origin at high concurrency. A judge server answers in waves (64
 requests in, 64 replies out ~100 ms later) and the client handles each wave's replies one after the other, so
 the client's CPU per request decides how close it gets to the server's capacity. Measured by bench/p3_judge.py on
-2 cores, 1,000 judgments at concurrency 64 against a 100 ms fake server (ideal 1.56 s; figures in
-bench/RESULTS_judge.md):
+2 shared cores, 1,000 judgments through the engine at concurrency 64 against a 100 ms fake server (ideal 1.56 s;
+details in bench/RESULTS_judge.md), as a share of the server's capacity at load average ~2.5-3 / ~5:
 
-* :class:`AiohttpBackend` (aiohttp 3.14, the client vLLM's own serving benchmark drives servers with): ~77-83 %
-  of the server's capacity through the whole engine. The default.
-* :class:`HttpxBackend` (httpx 0.28 split into pools of :data:`SHARD_CONNECTIONS` connections): ~56-72 %. One
-  httpx pool of 64 connections is far worse (~12 %: httpcore 1.0's pool bookkeeping grows with its connection
-  count on every request), hence the split. ``openai.AsyncOpenAI`` (built on httpx): ~55 %.
+* :class:`AiohttpBackend` (aiohttp 3.14, the client vLLM's own serving benchmark drives servers with): 82-89 % /
+  70-81 %, ~0.15 ms of client CPU per request. The default.
+* :class:`HttpxBackend` (httpx 0.28 split into pools of :data:`SHARD_CONNECTIONS` connections): 67-69 % / 49-52 %.
+  One httpx pool of 64 connections is far worse (10-14 %: httpcore 1.0's pool bookkeeping grows with its
+  connection count on every request), hence the split. ``openai.AsyncOpenAI`` alone: 48-62 % / 30-44 %.
 
-A hand-written HTTP/1.1 client reached ~90 % but is not used: the project's rule is to use the libraries made for
-the job, and aiohttp is the mature async HTTP client for exactly this load.
+A hand-written HTTP/1.1 client measured 87-88 % where aiohttp measured 79-83 % in the same minutes, but is not
+used: the project's rule is to use the libraries made for the job, and aiohttp is the mature async HTTP client for
+exactly this load.
 
 Both backends answer ``(status, headers, body)`` for any HTTP status and raise only :class:`ConnectionError`
 (refused, reset, dropped, TLS/DNS failures, malformed or oversized responses) or :class:`TimeoutError`; the
@@ -28,12 +29,13 @@ httpx-only proxy setup. Not covered: HTTP/2, streaming responses.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from rewardflow.errors import MissingDependencyError
 
-__all__ = ["MAX_BODY", "SHARD_CONNECTIONS", "AiohttpBackend", "Backend", "HttpxBackend"]
+__all__ = ["MAX_BODY", "SHARD_CONNECTIONS", "AiohttpBackend", "Backend", "HttpxBackend", "import_library"]
 
 #: Connections per httpx pool (:class:`HttpxBackend`); see the module docstring.
 SHARD_CONNECTIONS = 8
@@ -51,6 +53,18 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
+def import_library(kind: str) -> Any:
+    """Import the HTTP library of a backend (``"aiohttp"`` or ``"httpx"``), or raise MissingDependencyError.
+
+    The client calls it when it is built, so a missing extra is reported at configuration time and the import
+    (~0.1 s for aiohttp) does not stall the event loop on the first judge call.
+    """
+    try:
+        return importlib.import_module(kind)
+    except ImportError as exc:
+        raise MissingDependencyError(kind, "judge") from exc
+
+
 def _too_large(size: int) -> ConnectionError:
     return ConnectionError(f"response body of {size}+ bytes refused (limit {MAX_BODY})")
 
@@ -63,13 +77,10 @@ class AiohttpBackend:
     """
 
     def __init__(self, url: str, headers: Mapping[str, str], *, connections: int, trust_env: bool) -> None:
-        try:
-            import aiohttp
-            import yarl
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise MissingDependencyError("aiohttp", "judge") from exc
-        self._aiohttp = aiohttp
-        self.url = yarl.URL(url)  # parsed once, not per request
+        self._aiohttp = import_library("aiohttp")
+        from yarl import URL  # installed with aiohttp
+
+        self.url = URL(url)  # parsed once rather than per request
         self.headers = dict(headers)
         self.connections = connections
         self.trust_env = trust_env
@@ -86,6 +97,7 @@ class AiohttpBackend:
                 headers=self.headers,
                 timeout=aiohttp.ClientTimeout(total=None),  # deadlines are the caller's
                 trust_env=self.trust_env,
+                cookie_jar=aiohttp.DummyCookieJar(),  # judgments are independent: no state carried between them
             )
         return self._session
 
@@ -128,11 +140,7 @@ class HttpxBackend:
     def __init__(
         self, url: str, headers: Mapping[str, str], *, connections: int, timeout: float, trust_env: bool, transport: Any
     ) -> None:
-        try:
-            import httpx
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise MissingDependencyError("httpx", "judge") from exc
-        self._httpx = httpx
+        self._httpx = httpx = import_library("httpx")
         self.url = url
         count = max(1, -(-connections // SHARD_CONNECTIONS))
         per = max(1, -(-connections // count))

@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import json
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -224,3 +225,13 @@ def test_the_client_never_proxies_loopback(kind: str, monkeypatch: pytest.Monkey
         request = JudgeRequest(model="m", messages=({"role": "user", "content": "[[reply:7]]"},))
         assert asyncio.run(client.complete(request)).text == "7"
         client.close()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_missing_library_is_reported_when_the_client_is_built(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rewardflow.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, kind, None)  # import fails as if not installed
+    with pytest.raises(MissingDependencyError, match=kind) as caught:
+        JudgeClient(base_url="http://127.0.0.1:9/v1", http_backend=kind)
+    assert "judge" in str(caught.value)  # names the extra to install
