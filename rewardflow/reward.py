@@ -140,7 +140,7 @@ class CallPlan:
             if p.source == "field":
                 out[p.name] = sample if p.key == "sample" else getattr(sample, p.key)
                 continue
-            value = row.get(p.key, _MISSING)
+            value = row.get(p.name if p.source == "positional" else p.key, _MISSING)
             if value is _MISSING:
                 if p.source == "positional":
                     out[p.name] = getattr(sample, p.key)

@@ -10,8 +10,8 @@ rewards on untrusted model output:
 * **A hung call costs only itself.** At its deadline the worker is SIGKILLed and replaced; its sample gets
   ``status=timeout``; the rest of its chunk goes back to the front of the queue.
 * **Hung calls do not starve the batch.** A call running far longer than its reward usually takes (a
-  *straggler*: 20x the p90 latency, at least 0.5 s; never a fresh worker's first call, which may be paying for
-  lazy imports) stops counting against the pool size: the unstarted rest of its chunk is handed to other
+  *straggler*: 20x the p90 latency, at least 0.5 s; half the timeout for a fresh worker's first call, which may
+  be paying for lazy imports) stops counting against the pool size: the unstarted rest of its chunk is handed to other
   workers and a spare worker is started, up to ``max_workers`` processes. Stragglers are killed at their
   deadline, so the spare capacity is bounded in time.
 * **A dead worker costs only its sample.** ``os._exit``, a segfault or the OOM killer end the worker; the sample
@@ -498,10 +498,14 @@ class ProcessPool:
 
     def _is_straggler(self, w: _Worker, now: float) -> bool:
         running = w.running() if w.busy else None
-        if running is None or w.completed == 0:  # a fresh worker's first call may be importing things: not a hang
+        if running is None:
             return False
         task = w.chunk[running[0]]
-        return now - running[1] >= self._straggler_threshold(task.reward_id, task.timeout)
+        threshold = self._straggler_threshold(task.reward_id, task.timeout)
+        if w.completed == 0 and task.timeout is not None:
+            # a fresh worker's first call may be paying for lazy imports: give it half the timeout
+            threshold = max(threshold, task.timeout / 2)
+        return now - running[1] >= threshold
 
     def _steal_from_stragglers(self, now: float) -> None:
         """Hand the unstarted rest of a straggler's chunk to other workers, and tell the straggler to drop it."""
