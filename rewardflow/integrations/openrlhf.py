@@ -97,7 +97,7 @@ class OpenRLHFReward:
             if not r.ok:
                 raise RewardFailedError(r, context="OpenRLHF reward_func")
         values = torch.tensor([r.value for r in results], dtype=torch.float32)
-        names = list(results[0].components) if results else []
+        names = [c.name for c in self.engine.components]  # top-level components: the same keys for every sample
         extra_logs = {
             f"rewardflow/{name}": torch.tensor([r.components[name] for r in results], dtype=torch.float32)
             for name in names

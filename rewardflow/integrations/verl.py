@@ -125,10 +125,14 @@ class VerlReward:
         if not self.details:
             return value  # type: ignore[return-value]
         out: dict[str, float] = {"score": value, "rewardflow_failed": 0.0 if result.ok else 1.0}  # type: ignore[dict-item]
-        for name, component in result.components.items():
-            if name not in out:
-                out[name] = math.nan if component is None else component
+        for name in self._component_names:  # top-level components only: the same keys for every sample
+            component = result.components.get(name)
+            out.setdefault(name, math.nan if component is None else component)
         return out
+
+    @property
+    def _component_names(self) -> list[str]:
+        return [c.name for c in self.engine.components]
 
 
 def verl_sample(
