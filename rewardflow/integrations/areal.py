@@ -29,7 +29,6 @@ rewards returning a ``dict`` (AReaL passes those through); return a :class:`~rew
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 from collections.abc import Callable, Iterable
@@ -42,8 +41,6 @@ from rewardflow.reward import Kind
 from rewardflow.types import RewardResult, Sample
 
 __all__ = ["AsyncRewardWrapper", "areal_sample", "default_max_workers", "workers_for"]
-
-logger = logging.getLogger(__name__)
 
 _ADAPTER = "areal"
 # AReaL's positional order, and the keyword names that are sample fields rather than dataset columns.
