@@ -282,6 +282,11 @@ class Engine:
         await self.aclose()
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
     def pool(self) -> Any:
         """The process pool, or ``None`` if no process reward has run yet."""
         return self._pool

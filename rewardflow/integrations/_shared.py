@@ -138,7 +138,7 @@ class SharedEngines:
 
 def _is_closed(engine: Engine) -> bool:
     # A user may close a shared engine by hand; the next caller then gets a fresh one instead of an error.
-    return bool(getattr(engine, "_closed", False))
+    return engine.closed
 
 
 #: The process-wide table used by the adapters. Creating it does no work; engines appear on first use.

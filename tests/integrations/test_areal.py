@@ -42,11 +42,6 @@ def test_keyword_call_like_the_vision_workflow() -> None:
     assert value == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: CallPlan.kwargs looks up a positional-slot parameter's column by its slot name "
-    "(p.key) instead of its own name (p.name), so agent_style gets ('', '') and scores 1.0",
-)
 def test_keywords_only_call_like_the_agent_workflows() -> None:
     # result/answer are not sample fields: they reach the reward as the columns they are
     wrapper = AsyncRewardWrapper(R.agent_style, timeout_seconds=10, max_workers=1)
