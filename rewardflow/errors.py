@@ -8,6 +8,8 @@ Every exception the library raises on purpose derives from :class:`RewardflowErr
     │   └── MissingDependencyError  an optional extra is not installed ("pip install rewardflow[judge]")
     ├── InputError                  a malformed input row (the engine/CLI turn it into an error row)
     ├── EngineClosedError           the engine or pool was used after close()
+    ├── RewardFailedError           a sample could not be scored, raised by adapters whose framework has no
+    │                               way to receive a failure (carries the RewardResult; integrations/)
     ├── JudgeError                  judge endpoint failures after retries (judge/); ``info`` keeps usage
     │   ├── JudgeConnectionError    could not connect / connection dropped, after the allowed retries
     │   ├── JudgeTimeoutError       each attempt ran past the per-request timeout (also a TimeoutError)
@@ -18,12 +20,17 @@ Every exception the library raises on purpose derives from :class:`RewardflowErr
 
 Errors raised *by reward code* are never propagated out of the engine: they become a
 :class:`~rewardflow.types.RewardResult` with ``status="error"`` and the exception text as the reason. Foreign
-exceptions (openai, httpx, torch, sympy) are converted at one boundary with ``raise X from exc``.
+exceptions (openai, httpx, torch, sympy) are converted at one boundary with ``raise X from exc``. The one
+exception is :class:`RewardFailedError`: framework adapters (AReaL, verl, OpenRLHF) whose calling convention can
+only return a number raise it instead of inventing a score for a failed sample.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rewardflow.types import RewardResult
 
 __all__ = [
     "ConfigError",
@@ -37,6 +44,7 @@ __all__ = [
     "JudgeTimeoutError",
     "MissingDependencyError",
     "ModelError",
+    "RewardFailedError",
     "RewardflowError",
     "UnknownRewardError",
 ]
@@ -81,6 +89,32 @@ class InputError(RewardflowError, ValueError):
 
 class EngineClosedError(RewardflowError, RuntimeError):
     """The engine or its executor was used after being closed."""
+
+
+class RewardFailedError(RewardflowError):
+    """A sample could not be scored (error or timeout) where the caller's convention expects a number.
+
+    Raised by the framework adapters in :mod:`rewardflow.integrations` instead of returning 0: a failure is never
+    a score. ``result`` is the full :class:`~rewardflow.types.RewardResult` (status, reason, components, latency).
+    """
+
+    def __init__(self, result: RewardResult, context: str | None = None) -> None:
+        self.result = result
+        self.context = context
+        status = getattr(result.status, "value", result.status)
+        msg = f"reward failed ({status}): {result.reason or 'no reason given'}"
+        if context:
+            msg = f"{context}: {msg}"
+        super().__init__(msg)
+
+    @property
+    def status(self) -> str:
+        """``"error"`` or ``"timeout"``."""
+        return str(getattr(self.result.status, "value", self.result.status))
+
+    def __reduce__(self) -> tuple[type[RewardFailedError], tuple[RewardResult, str | None]]:
+        # Frameworks ship exceptions between processes (Ray, AReaL's workers): keep the result when pickled.
+        return type(self), (self.result, self.context)
 
 
 class JudgeError(RewardflowError):
