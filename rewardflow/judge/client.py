@@ -30,8 +30,9 @@ Event loops: connections, a semaphore and in-flight futures belong to the loop t
 one such state per running loop, created on first use under a lock. The engine's sync ``score()`` runs on one
 long-lived loop, so in practice one HTTP client (connection pool) is created per endpoint for the life of the
 engine (:attr:`JudgeClient.clients_created` counts them). Calling ``asyncio.run(...)`` per batch creates a new loop,
-and so a new pool, each time: keep one loop. A loop's pool is closed when that loop shuts down
-(``loop.shutdown_asyncgens()``, called by ``asyncio.run`` and by ``Engine.close()``), or by :meth:`JudgeClient.close`.
+and so a new pool, each time: keep one loop. A loop's pool is closed by :meth:`JudgeClient.aclose` on
+that loop (``Engine.close()`` calls it; the client stays usable), when the loop shuts down
+(``loop.shutdown_asyncgens()``, called by ``asyncio.run``), or for good by :meth:`JudgeClient.close`.
 
 Not covered: streaming, tool calls, the legacy ``/completions`` endpoint, Azure-style deployments.
 """
@@ -137,7 +138,7 @@ class JudgeReply:
 
 
 class ClientState(str, enum.Enum):
-    NEW = "new"  # no HTTP client created yet
+    NEW = "new"  # no HTTP client open (none yet, or all released by aclose)
     OPEN = "open"
     CLOSED = "closed"
 
@@ -249,12 +250,15 @@ class JudgeClient:
         return out
 
     async def aclose(self) -> None:
-        """Close the HTTP client of the running loop (others are closed by :meth:`close`)."""
+        """Close the HTTP client of the running loop; the client stays usable (``Engine.close()`` calls this).
+
+        A later call, on this loop or another, opens a new connection pool; :meth:`close` closes for good.
+        """
         loop = asyncio.get_running_loop()
         with self._lock:
             state = self._states.pop(loop, None)
-            if not self._states:
-                self.state = ClientState.CLOSED
+            if not self._states and self.state is ClientState.OPEN:
+                self.state = ClientState.NEW
         if state is not None:
             await state.backend.aclose()
 

@@ -87,7 +87,8 @@ def test_every_fault_ends_ok_or_error_and_no_sample_is_lost(
     expected = ["JudgeStatusError", "JudgeStatusError", "JudgeConnectionError", "JudgeTimeoutError"]
     expected += ["JudgeResponseError", "JudgeResponseError", "JudgeStatusError"]
     for result, error in zip(results[6:], expected, strict=True):
-        assert result.status is Status.ERROR and result.value is None
+        status = Status.TIMEOUT if error == "JudgeTimeoutError" else Status.ERROR  # a TimeoutError is a timeout
+        assert result.status is status and result.value is None
         assert result.reason.startswith(error)
         assert result.info["judge"]["failed"] is True
     # bounded: 1 + 2 retries for retryable faults, 1 request for final ones
@@ -95,6 +96,21 @@ def test_every_fault_ends_ok_or_error_and_no_sample_is_lost(
     summary = usage_summary(results)
     assert summary["calls"] == len(completions) and summary["failed"] == 7
     assert summary["requests"] == server.stats()["requests"]
+
+
+def test_a_reward_outlives_the_engines_that_use_it(params: dict, server: FakeJudgeServer) -> None:
+    """Engine.close() releases the judge's connections (aclose), not the reward: the next engine can use it."""
+    reward = judge_score(**params)
+    for i in range(2):
+        with Engine(reward) as engine:
+            (result,) = engine.score(rows(f"round {i} [[score=4]]"))
+        assert result.ok and result.value == 0.4
+        assert not reward.client._states  # released when that engine closed
+    assert reward.usage()["clients_created"] == 2  # one pool per engine (per event loop)
+    reward.close()
+    with Engine(reward) as engine:
+        (result,) = engine.score(rows("after close [[score=4]]"))
+    assert result.status is Status.ERROR and "closed" in result.reason  # close() is for good
 
 
 def test_engine_timeout_cancels_a_slow_judge_call(params: dict) -> None:
