@@ -30,7 +30,6 @@ import threading
 import time
 import weakref
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -436,31 +435,9 @@ class Engine:
             return self._pool
 
     async def _run_process(self, comp: Component, samples: list[Sample], timeout: float | None) -> list[RewardResult]:
-        futures = self._get_pool().submit(comp.name, samples, timeout)
-        await asyncio.wrap_future(_all_done(futures))
-        return [f.result() for f in futures]
-
-
-def _all_done(futures: Sequence[Future[RewardResult]]) -> Future[None]:
-    """One future that completes when every future in ``futures`` has (avoids one asyncio wrapper per sample)."""
-    done: Future[None] = Future()
-    remaining = len(futures)
-    lock = threading.Lock()
-    if remaining == 0:
-        done.set_result(None)
-        return done
-
-    def on_done(f: Future[RewardResult]) -> None:
-        nonlocal remaining
-        with lock:
-            remaining -= 1
-            last = remaining == 0
-        exc = f.exception() if not f.cancelled() else None
-        if exc is not None and not done.done():
-            done.set_exception(exc)
-        elif last and not done.done():
-            done.set_result(None)
-
-    for f in futures:
-        f.add_done_callback(on_done)
-    return done
+        batch = self._get_pool().submit(comp.name, samples, timeout)
+        try:
+            return list(await asyncio.wrap_future(batch.future))
+        except asyncio.CancelledError:
+            batch.cancel()  # the caller gave up (Ctrl-C, timeout around the call): stop dispatching the rest
+            raise

@@ -132,6 +132,17 @@ class RewardResult:
     def ok(self) -> bool:
         return self.status is Status.OK
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Compact pickling: worker processes send one result per sample, so this is on the hot path.
+        return _rebuild_result, (
+            self.value,
+            self.status.value,
+            self.reason,
+            dict(self.components) or None,
+            self.latency,
+            dict(self.info) or None,
+        )
+
     @classmethod
     def error(cls, reason: str, *, latency: float = 0.0, status: Status = Status.ERROR) -> RewardResult:
         return cls(value=None, status=status, reason=reason, latency=latency)
@@ -148,6 +159,20 @@ class RewardResult:
         if self.info:
             out["info"] = dict(self.info)
         return out
+
+
+_STATUS_BY_VALUE = {s.value: s for s in Status}
+
+
+def _rebuild_result(
+    value: float | None,
+    status: str,
+    reason: str | None,
+    components: dict[str, float | None] | None,
+    latency: float,
+    info: dict[str, Any] | None,
+) -> RewardResult:
+    return RewardResult(value, _STATUS_BY_VALUE[status], reason, components or {}, latency, info or {})
 
 
 def validate_value(value: Any) -> tuple[float | None, str | None]:

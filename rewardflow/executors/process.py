@@ -4,34 +4,37 @@ Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot kill one hung call
 does nothing), a dead worker breaks the whole pool, and its timeouts count queue time. This pool is built for
 rewards on untrusted model output:
 
-* **Timeouts count from the start of the call.** A worker reports each result the moment it has it; the next
-  sample of its chunk starts then, so the deadline is ``result_of_previous + timeout``. Queue time never counts,
-  nor does worker start-up (a worker only gets work after it said ``ready``).
+* **Timeouts count from the start of the call.** Each worker publishes which sample it is on and since when in
+  a shared-memory slot (see :mod:`rewardflow.executors.worker`); the deadline is ``start + timeout``. Queue time
+  never counts, nor does worker start-up (a worker only gets work after it said ``ready``).
 * **A hung call costs only itself.** At its deadline the worker is SIGKILLed and replaced; its sample gets
   ``status=timeout``; the rest of its chunk goes back to the front of the queue.
 * **Hung calls do not starve the batch.** A call running far longer than its reward usually takes (a
-  *straggler*) does not count against the pool size: a spare worker is started so the other samples keep
-  flowing, up to ``max_workers`` processes. Stragglers are killed at their deadline, so the spare capacity is
-  bounded in time.
+  *straggler*: 20x the p90 latency, at least 0.25 s) stops counting against the pool size: the unstarted rest of
+  its chunk is handed to other workers and a spare worker is started, up to ``max_workers`` processes.
+  Stragglers are killed at their deadline, so the spare capacity is bounded in time.
 * **A dead worker costs only its sample.** ``os._exit``, a segfault or the OOM killer end the worker; the sample
   it was running is retried once on a fresh worker (a dead process may be an infrastructure accident), and if
   it kills that one too it gets ``status=error`` naming the exit code or signal. Deterministic exceptions and
   timeouts are never retried: they would fail the same way again.
-* **Dispatch in chunks** sized to the backlog, so inter-process overhead stays small next to the work.
+* **Low overhead:** chunks sized to the backlog go out in one message; results come back in batches.
 * **No process is left behind:** workers are killed on :meth:`ProcessPool.close`, at interpreter exit, and by
   the kernel if the parent dies (``PR_SET_PDEATHSIG``).
 
 Workers are started with the ``forkserver`` method by default (fork from a clean, preloaded server: no threads or
-CUDA state inherited, and a replacement starts in milliseconds).
+CUDA state inherited, and a replacement starts in milliseconds). Scripts using it need the usual
+``if __name__ == "__main__":`` guard, as with any multiprocessing code.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import itertools
 import logging
 import multiprocessing as mp
 import pickle
+import selectors
 import signal
 import threading
 import time
@@ -41,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from rewardflow.errors import ConfigError, EngineClosedError
@@ -54,6 +57,7 @@ __all__ = ["PoolStats", "ProcessPool"]
 logger = logging.getLogger(__name__)
 
 _MIN_STRAGGLER_S = 0.25
+_STRAGGLER_FACTOR = 20.0
 _LATENCY_WINDOW = 512
 
 
@@ -74,31 +78,89 @@ class PoolStats:
     completed: int = 0
 
 
+class Batch:
+    """Results of one :meth:`ProcessPool.submit` call, filled in as they arrive (input order).
+
+    One handle per batch instead of one ``Future`` per sample: at tens of thousands of samples per second the
+    per-sample future (a lock and a condition each) was the parent's largest cost.
+    """
+
+    __slots__ = ("_lock", "_remaining", "cancelled", "future", "results")
+
+    def __init__(self, size: int) -> None:
+        self.results: list[RewardResult | None] = [None] * size
+        self._remaining = size
+        self._lock = threading.Lock()
+        self.cancelled = False
+        self.future: Future[list[RewardResult]] = Future()
+        if size == 0:
+            self.future.set_result([])
+
+    def set(self, index: int, result: RewardResult) -> bool:
+        """Record a result; False if that sample already had one (first result wins)."""
+        with self._lock:
+            if self.results[index] is not None:
+                return False
+            self.results[index] = result
+            self._remaining -= 1
+            finished = self._remaining == 0
+        if finished:
+            self.future.set_result(self.results)  # type: ignore[arg-type]
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    def cancel(self) -> None:
+        """Stop dispatching this batch's samples (the caller gave up on it)."""
+        self.cancelled = True
+
+
 @dataclass(slots=True)
 class _Task:
-    future: Future[RewardResult]
+    batch: Batch
+    index: int
     reward_id: str
     sample: Sample
     timeout: float | None
     attempts: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.batch.cancelled or self.batch.results[self.index] is not None or self.batch.future.done()
 
 
 @dataclass(slots=True)
 class _Worker:
     proc: Any
     conn: Connection
+    slot: Any  # shared (chunk_id, index, start) written by the worker before each call
     ready: bool = False
     chunk: list[_Task] = field(default_factory=list)
-    position: int = 0  # index in chunk of the call now running
-    started: float = 0.0  # monotonic start of the call now running
+    chunk_id: int = -1
+    received: int = 0  # results received for the current chunk
+    cancel_from: int | None = None  # chunk[cancel_from:] was handed to other workers
 
     @property
     def busy(self) -> bool:
-        return self.position < len(self.chunk)
+        return self.received < len(self.chunk)
 
-    @property
-    def current(self) -> _Task:
-        return self.chunk[self.position]
+    def running(self) -> tuple[int, float] | None:
+        """``(index, start)`` of the call in progress in this worker's current chunk, read consistently.
+
+        The sample may already be resolved (it was handed to another worker that finished first); the call still
+        runs here and its deadline still applies.
+        """
+        slot = self.slot
+        first = (slot[0], slot[1], slot[2])
+        second = (slot[0], slot[1], slot[2])
+        if first != second or int(first[0]) != self.chunk_id or first[2] == 0.0:
+            return None
+        index = int(first[1])
+        if index >= len(self.chunk):
+            return None
+        return index, first[2]
 
 
 _LIVE_POOLS: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
@@ -153,7 +215,10 @@ class ProcessPool:
         self._pending: deque[_Task] = deque()
         self._workers: list[_Worker] = []
         self._latency_ring: dict[str, deque[float]] = {rid: deque(maxlen=_LATENCY_WINDOW) for rid in rewards}
+        self._thresholds: dict[str, float] = {}
         self._wake_r, self._wake_w = mp.Pipe(duplex=False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._state = PoolState.NEW
         self._thread: threading.Thread | None = None
         self._ids = itertools.count()
@@ -161,9 +226,14 @@ class ProcessPool:
 
     # ------------------------------------------------------------------ public API
 
-    def submit(self, reward_id: str, samples: Sequence[Sample], timeout: float | None) -> list[Future[RewardResult]]:
-        """Queue samples for one reward; returns one future per sample, in order. Never raises per sample."""
-        tasks = [_Task(Future(), reward_id, s, timeout) for s in samples]
+    def submit(self, reward_id: str, samples: Sequence[Sample], timeout: float | None) -> Batch:
+        """Queue samples for one reward; ``batch.future`` resolves to one result per sample, in input order.
+
+        Individual samples never raise: every failure is a result. The future fails only if the pool is closed
+        or broken while the batch is in flight.
+        """
+        batch = Batch(len(samples))
+        tasks = [_Task(batch, i, reward_id, s, timeout) for i, s in enumerate(samples)]
         with self._lock:
             if self._state is PoolState.CLOSED:
                 raise EngineClosedError("the process pool is closed")
@@ -173,7 +243,7 @@ class ProcessPool:
             if self._state is PoolState.NEW:
                 self._start()
         self._wake()
-        return [t.future for t in tasks]
+        return batch
 
     def close(self, wait: bool = True) -> None:
         """Kill every worker and fail queued samples with :class:`EngineClosedError`. Idempotent."""
@@ -200,7 +270,7 @@ class ProcessPool:
         """PIDs of the live worker processes (for tests and monitoring)."""
         return [w.proc.pid for w in list(self._workers) if w.proc.pid is not None]
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ lifecycle
 
     def _start(self) -> None:
         if self._ctx.get_start_method() == "forkserver":
@@ -218,15 +288,49 @@ class ProcessPool:
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
+        slot = self._ctx.RawArray(ctypes.c_double, 3)
         proc = self._ctx.Process(
-            target=worker_main, args=(child, self._blob), name=f"rewardflow-worker-{next(self._ids)}", daemon=True
+            target=worker_main,
+            args=(child, self._blob, slot),
+            name=f"rewardflow-worker-{next(self._ids)}",
+            daemon=True,
         )
         proc.start()
         child.close()
-        worker = _Worker(proc, parent)
+        worker = _Worker(proc, parent, slot)
         self._workers.append(worker)
+        self._selector.register(parent, selectors.EVENT_READ, worker)
+        self._selector.register(proc.sentinel, selectors.EVENT_READ, worker)
         self.stats.spawned += 1
         return worker
+
+    def _retire(self, w: _Worker, kill: bool) -> None:
+        if w not in self._workers:
+            return
+        self._workers.remove(w)
+        for fileobj in (w.conn, w.proc.sentinel):
+            try:
+                self._selector.unregister(fileobj)
+            except (KeyError, ValueError, OSError):
+                pass
+        try:
+            if kill:
+                w.proc.kill()
+            else:
+                w.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        w.proc.join(timeout=2.0 if kill else 0.5)
+        if w.proc.is_alive():
+            w.proc.kill()
+            w.proc.join(timeout=2.0)
+        w.conn.close()
+
+    def _shutdown_workers(self) -> None:
+        for w in list(self._workers):
+            self._retire(w, kill=True)
+
+    # ------------------------------------------------------------------ dispatcher loop
 
     def _run(self) -> None:
         try:
@@ -243,23 +347,23 @@ class ProcessPool:
             if closed:
                 self._fail_pending(EngineClosedError("the process pool was closed"))
                 return
-            self._ensure_capacity()
-            self._dispatch()
             now = time.monotonic()
-            timeout = self._next_deadline(now)
-            waitables: list[Any] = [self._wake_r]
-            for w in self._workers:
-                waitables.append(w.conn)
-                waitables.append(w.proc.sentinel)
-            ready = wait(waitables, timeout=timeout)
-            if self._wake_r in ready:
-                while self._wake_r.poll():
-                    self._wake_r.recv_bytes()
-            for w in list(self._workers):
-                if w.conn in ready:
+            self._steal_from_stragglers(now)
+            self._ensure_capacity(now)
+            self._dispatch()
+            events = self._selector.select(self._next_wakeup(time.monotonic()))
+            dead: list[_Worker] = []
+            for key, _ in events:
+                w = key.data
+                if w is None:
+                    while self._wake_r.poll():
+                        self._wake_r.recv_bytes()
+                elif key.fileobj is w.conn:
                     self._drain(w)
-            for w in list(self._workers):
-                if w.proc.sentinel in ready and w in self._workers:
+                else:
+                    dead.append(w)
+            for w in dead:
+                if w in self._workers:
                     self._drain(w)
                     if w in self._workers:
                         self._on_death(w)
@@ -269,49 +373,67 @@ class ProcessPool:
         """Read every message the worker has sent; a broken pipe means it died."""
         try:
             while w.conn.poll():
-                message = w.conn.recv()
-                self._on_message(w, message)
+                self._on_message(w, w.conn.recv())
+                if w not in self._workers:
+                    return
         except (EOFError, OSError):
             if w in self._workers:
                 self._on_death(w)
 
     def _on_message(self, w: _Worker, message: Any) -> None:
-        now = time.monotonic()
-        if message[0] == "ready":
+        kind = message[0]
+        if kind == "ready":
             w.ready = True
+            self._start_failures = 0
             return
-        if message[0] == "init-error":
+        if kind == "init-error":
             reason = f"worker could not load the rewards: {message[1]}"
             self._retire(w, kill=True)
             self._fail_pending_with_result(RewardResult(None, Status.ERROR, reason))
             return
-        index, result = message
-        task = w.chunk[index]
-        if index != w.position:  # defensive: the protocol is strictly sequential
-            logger.warning("out-of-order result from worker %s", w.proc.pid)
-        self._latency_ring[task.reward_id].append(result.latency)
-        self._resolve(task, result)
-        w.position = index + 1
-        w.started = now
+        if kind == "abandoned":
+            _, chunk_id, index = message
+            if chunk_id == w.chunk_id:
+                if index >= 0:
+                    del w.chunk[index:]
+                if not w.busy:
+                    self._idle(w)
+            return
+        chunk_id, batch = message
+        if chunk_id != w.chunk_id:  # cannot happen with this protocol; never misattribute a result
+            logger.warning("stale results from worker %s ignored", w.proc.pid)
+            return
+        for index, result in batch:
+            task = w.chunk[index]
+            self._latency_ring[task.reward_id].append(result.latency)
+            self._resolve(task, result)
+            w.received += 1
         if not w.busy:
-            w.chunk = []
-            w.position = 0
-            if self._idle_surplus():
-                self._retire(w, kill=False)
+            self._idle(w)
+
+    def _idle(self, w: _Worker) -> None:
+        w.chunk = []
+        w.received = 0
+        w.cancel_from = None
+        if self._idle_surplus():
+            self._retire(w, kill=False)
 
     def _resolve(self, task: _Task, result: RewardResult) -> None:
-        self.stats.completed += 1
-        if not task.future.done():
-            task.future.set_result(result)
+        if task.batch.set(task.index, result):
+            self.stats.completed += 1
 
-    def _requeue_rest(self, w: _Worker, skip_current: bool) -> None:
-        rest = w.chunk[w.position + (1 if skip_current else 0) :]
+    def _requeue_unfinished(self, w: _Worker, skip: int | None) -> None:
+        """Put the worker's unresolved samples back at the front of the queue (except index ``skip``)."""
+        end = w.cancel_from if w.cancel_from is not None else len(w.chunk)  # beyond it: already handed over
+        rest = [t for i, t in enumerate(w.chunk[:end]) if i != skip and not t.done]
         with self._lock:
             self._pending.extendleft(reversed(rest))
         w.chunk = []
-        w.position = 0
+        w.received = 0
+        w.cancel_from = None
 
     def _on_death(self, w: _Worker) -> None:
+        running = w.running()
         w.proc.join(timeout=1.0)
         code = w.proc.exitcode
         if not w.ready:
@@ -322,79 +444,97 @@ class ProcessPool:
                 reason = f"worker processes fail to start ({_describe_exit(code)}); see the log for the traceback"
                 self._fail_pending_with_result(RewardResult(None, Status.ERROR, reason))
             return
-        self._start_failures = 0
-        if w.busy:
-            task = w.current
+        self.stats.died += 1
+        if running is not None:
+            index, started = running
+            task = w.chunk[index]
             task.attempts += 1
             how = _describe_exit(code)
             if task.attempts <= self.retries:
                 self.stats.retried += 1
                 logger.warning("reward worker %s %s; retrying its sample on a fresh worker", w.proc.pid, how)
-                self._requeue_rest(w, skip_current=False)
+                self._requeue_unfinished(w, skip=None)
             else:
                 reason = f"worker process {how} while scoring this sample (tried {task.attempts} times)"
-                self._resolve(task, RewardResult(None, Status.ERROR, reason, latency=time.monotonic() - w.started))
-                self._requeue_rest(w, skip_current=True)
-        self.stats.died += 1
+                self._resolve(task, RewardResult(None, Status.ERROR, reason, latency=time.monotonic() - started))
+                self._requeue_unfinished(w, skip=index)
+        else:
+            self._requeue_unfinished(w, skip=None)
         self._retire(w, kill=True)
 
     def _check_deadlines(self, now: float) -> None:
         for w in list(self._workers):
-            if not w.busy:
+            running = w.running() if w.busy else None
+            if running is None:
                 continue
-            task = w.current
-            if task.timeout is not None and now - w.started >= task.timeout:
-                self._drain(w)  # a result may have arrived in the meantime
-                if w not in self._workers or not w.busy or w.current is not task:
-                    continue
-                self.stats.killed_timeout += 1
-                reason = f"timed out after {task.timeout:g}s (worker killed and replaced)"
-                self._resolve(task, RewardResult(None, Status.TIMEOUT, reason, latency=now - w.started))
-                self._requeue_rest(w, skip_current=True)
-                self._retire(w, kill=True)
+            index, started = running
+            task = w.chunk[index]
+            if task.timeout is None or now - started < task.timeout:
+                continue
+            self._drain(w)  # results sent just before the deadline still count
+            if w not in self._workers or w.running() != running:
+                continue
+            self.stats.killed_timeout += 1
+            reason = f"timed out after {task.timeout:g}s (worker killed and replaced)"
+            self._resolve(task, RewardResult(None, Status.TIMEOUT, reason, latency=now - started))
+            self._requeue_unfinished(w, skip=index)
+            self._retire(w, kill=True)
 
-    def _next_deadline(self, now: float) -> float | None:
-        deadlines: list[float] = []
-        for w in self._workers:
-            if w.busy:
-                task = w.current
-                if task.timeout is not None:
-                    deadlines.append(w.started + task.timeout)
-                threshold = self._straggler_threshold(task)
-                if now - w.started < threshold:
-                    deadlines.append(w.started + threshold)
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - now)
+    # ------------------------------------------------------------------ scheduling
 
-    def _straggler_threshold(self, task: _Task) -> float:
+    def _straggler_threshold(self, reward_id: str, timeout: float | None) -> float:
         """How long a call may run before it stops counting against the pool size."""
-        ring = self._latency_ring[task.reward_id]
+        ring = self._latency_ring[reward_id]
         if len(ring) < 16:
-            base = task.timeout / 2 if task.timeout is not None else float("inf")
+            base = timeout / 2 if timeout is not None else float("inf")
             return max(_MIN_STRAGGLER_S, base)
-        ordered = sorted(ring)
-        p90 = ordered[int(0.9 * (len(ordered) - 1))]
-        return max(_MIN_STRAGGLER_S, 20.0 * p90)
+        if len(ring) % 32 == 0 or reward_id not in self._thresholds:
+            ordered = sorted(ring)
+            self._thresholds[reward_id] = ordered[int(0.9 * (len(ordered) - 1))]
+        return max(_MIN_STRAGGLER_S, _STRAGGLER_FACTOR * self._thresholds[reward_id])
 
-    def _healthy(self, now: float) -> int:
-        """Workers that count against the pool size: starting, idle, or busy with a call of normal length."""
-        count = 0
+    def _is_straggler(self, w: _Worker, now: float) -> bool:
+        running = w.running() if w.busy else None
+        if running is None:
+            return False
+        task = w.chunk[running[0]]
+        return now - running[1] >= self._straggler_threshold(task.reward_id, task.timeout)
+
+    def _steal_from_stragglers(self, now: float) -> None:
+        """Hand the unstarted rest of a straggler's chunk to other workers, and tell the straggler to drop it."""
         for w in self._workers:
-            if not w.busy or now - w.started < self._straggler_threshold(w.current):
-                count += 1
-        return count
+            if w.cancel_from is not None or not self._is_straggler(w, now):
+                continue
+            running = w.running()
+            if running is None or running[0] + 1 >= len(w.chunk):
+                continue
+            try:
+                w.conn.send(("cancel", w.chunk_id))
+            except OSError:
+                continue  # it died; its sentinel will report it
+            w.cancel_from = running[0] + 1
+            rest = [t for t in w.chunk[w.cancel_from :] if not t.done]
+            with self._lock:
+                self._pending.extendleft(reversed(rest))
 
-    def _ensure_capacity(self) -> None:
+    def _ensure_capacity(self, now: float) -> None:
         with self._lock:
             backlog = len(self._pending)
-        now = time.monotonic()
-        healthy = self._healthy(now)
+        healthy = sum(1 for w in self._workers if not self._is_straggler(w, now))
         while healthy < self.workers and len(self._workers) < self.max_workers:
-            # Always keep `workers` processes ready; beyond that only when there is work to do.
+            # Always keep `workers` processes ready; spares only while there is work waiting.
             if len(self._workers) >= self.workers and backlog == 0:
                 break
-            self._spawn()
+            try:
+                self._spawn()
+            except Exception as exc:  # e.g. a script without `if __name__ == "__main__":` under forkserver/spawn
+                logger.exception("could not start a reward worker process")
+                reason = (
+                    f"worker processes could not be started ({type(exc).__name__}: {str(exc).strip()[:200]}); "
+                    "scripts that use process rewards need an `if __name__ == '__main__':` guard"
+                )
+                self._fail_pending_with_result(RewardResult(None, Status.ERROR, reason))
+                break
             healthy += 1
 
     def _idle_surplus(self) -> bool:
@@ -403,7 +543,27 @@ class ProcessPool:
             return False
         with self._lock:
             backlog = len(self._pending)
-        return backlog == 0 or self._healthy(time.monotonic()) > self.workers
+        now = time.monotonic()
+        return backlog == 0 or sum(1 for w in self._workers if not self._is_straggler(w, now)) > self.workers
+
+    def _next_wakeup(self, now: float) -> float | None:
+        """Seconds until the next deadline or straggler check, ``None`` to wait for messages only."""
+        wakeups: list[float] = []
+        for w in self._workers:
+            if not w.busy:
+                continue
+            running = w.running()
+            if running is None:  # the chunk was just sent, or the worker is between two calls
+                wakeups.append(now + 0.002)
+                continue
+            task = w.chunk[running[0]]
+            if task.timeout is not None:
+                wakeups.append(running[1] + task.timeout)
+            if w.cancel_from is None:
+                wakeups.append(running[1] + self._straggler_threshold(task.reward_id, task.timeout))
+        if not wakeups:
+            return None
+        return max(0.001, min(wakeups) - now)
 
     def _dispatch(self) -> None:
         for w in self._workers:
@@ -413,56 +573,40 @@ class ProcessPool:
                 if not self._pending:
                     return
                 idle = sum(1 for x in self._workers if x.ready and not x.busy)
-                size = max(1, min(self.max_chunk, len(self._pending) // (4 * max(idle, self.workers)) or 1))
+                size = max(1, min(self.max_chunk, len(self._pending) // (4 * max(idle, self.workers))))
                 first = self._pending[0].reward_id
                 chunk: list[_Task] = []
                 while self._pending and len(chunk) < size and self._pending[0].reward_id == first:
                     task = self._pending.popleft()
-                    if task.future.done():  # cancelled by the caller
-                        continue
-                    chunk.append(task)
+                    if not task.done:  # done: cancelled by the caller, or finished elsewhere
+                        chunk.append(task)
             if not chunk:
                 continue
+            chunk_id = next(self._ids)
             try:
-                w.conn.send((first, [(i, t.sample) for i, t in enumerate(chunk)]))
-            except (OSError, EOFError, pickle.PicklingError, TypeError, AttributeError) as exc:
-                if isinstance(exc, (OSError, EOFError)):
-                    with self._lock:
-                        self._pending.extendleft(reversed(chunk))
-                    continue
+                w.conn.send(("run", chunk_id, first, [(i, t.sample) for i, t in enumerate(chunk)]))
+            except (OSError, EOFError):
+                with self._lock:
+                    self._pending.extendleft(reversed(chunk))
+                continue
+            except Exception as exc:  # a sample that cannot be pickled
                 for t in chunk:
                     self._resolve(t, RewardResult(None, Status.ERROR, f"sample cannot be sent to a worker: {exc}"))
                 continue
             w.chunk = chunk
-            w.position = 0
-            w.started = time.monotonic()
-
-    def _retire(self, w: _Worker, kill: bool) -> None:
-        if w in self._workers:
-            self._workers.remove(w)
-        try:
-            if kill:
-                w.proc.kill()
-            else:
-                w.conn.send(None)
-        except (OSError, ValueError):
-            pass
-        w.proc.join(timeout=2.0 if kill else 0.5)
-        if w.proc.is_alive():
-            w.proc.kill()
-            w.proc.join(timeout=2.0)
-        w.conn.close()
+            w.chunk_id = chunk_id
+            w.received = 0
+            w.cancel_from = None
 
     def _fail_pending(self, exc: Exception) -> None:
         with self._lock:
             tasks = list(self._pending)
             self._pending.clear()
         for w in self._workers:
-            tasks.extend(w.chunk[w.position :])
+            tasks.extend(w.chunk)
             w.chunk = []
         for t in tasks:
-            if not t.future.done():
-                t.future.set_exception(exc)
+            t.batch.fail(exc)
 
     def _fail_pending_with_result(self, result: RewardResult) -> None:
         with self._lock:
@@ -470,10 +614,6 @@ class ProcessPool:
             self._pending.clear()
         for t in tasks:
             self._resolve(t, result)
-
-    def _shutdown_workers(self) -> None:
-        for w in list(self._workers):
-            self._retire(w, kill=True)
 
 
 def _describe_exit(code: int | None) -> str:

@@ -1,0 +1,41 @@
+# `make demo` and `make test` each set everything up from a fresh clone, then run.
+# torch is installed first, pinned to the local CPU build, so no multi-GB CUDA download happens.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: setup setup-core demo test lint bench docs clean
+
+$(VENV)/.core: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.all: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[all,dev]"
+	touch $(VENV)/.core $@
+
+setup-core: $(VENV)/.core
+setup: $(VENV)/.all
+
+demo: setup-core
+	$(VENV)/bin/rewardflow demo
+
+lint: setup
+	$(VENV)/bin/ruff check rewardflow tests bench
+	$(VENV)/bin/ruff format --check rewardflow tests bench
+
+test: setup lint
+	$(PY) -m pytest -q
+
+bench: setup
+	cd bench && for b in p1_throughput p2_poisoned p5_overhead; do ../$(PY) $$b.py || exit 1; done
+
+docs: setup
+	$(VENV)/bin/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .ruff_cache

@@ -1,0 +1,148 @@
+"""Reliability of the process pool: each test checks one adversarial property, with a time bound."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from rewardflow import Engine, Sample, Status
+from rewardflow.errors import ConfigError
+from rewardflow.executors.process import ProcessPool
+from rewardflow.reward import Reward
+from tests import _rewards
+
+
+def samples(*completions: str) -> list[Sample]:
+    return [Sample("p", c) for c in completions]
+
+
+def test_sleeping_reward_times_out_and_others_finish() -> None:
+    start = time.monotonic()
+    with Engine(_rewards.sleepy, workers=2, timeout=1.0) as engine:
+        results = engine.score(samples("sleep 0", "sleep 60", "sleep 0", "sleep 0"))
+    assert time.monotonic() - start < 20
+    assert [r.status for r in results] == [Status.OK, Status.TIMEOUT, Status.OK, Status.OK]
+    assert results[1].value is None and "timed out after 1s" in results[1].reason
+    assert 1.0 <= results[1].latency < 5
+
+
+def test_pathological_sympy_input_times_out() -> None:
+    row = {"prompt": "p", "completion": "The answer is \\boxed{(10^{8})!}", "answer": "#### 3"}
+    ok = {"prompt": "p", "completion": "#### 3", "answer": "#### 3"}
+    start = time.monotonic()
+    with Engine("math", workers=2, timeout=2.0) as engine:
+        results = engine.score([ok, row, ok])
+    assert time.monotonic() - start < 30
+    assert [r.status for r in results] == [Status.OK, Status.TIMEOUT, Status.OK]
+    assert [results[0].value, results[2].value] == [1.0, 1.0]
+
+
+def test_queue_time_does_not_count_against_the_timeout() -> None:
+    # one worker, four calls of 0.5 s each, timeout 1 s: the last one waits 1.5 s in the queue but must pass
+    with Engine(_rewards.sleepy, workers=1, max_workers=1, timeout=1.0) as engine:
+        results = engine.score(samples(*["sleep 0.5"] * 4))
+    assert [r.status for r in results] == [Status.OK] * 4
+
+
+def test_hung_calls_do_not_serialise_the_batch() -> None:
+    # 4 hangs on 2 workers with timeout 3 s: without spare workers this takes >= 6 s (two rounds of hangs)
+    batch = samples(*(["x"] * 50 + ["hang"] + ["x"] * 50 + ["hang"] + ["x"] * 50 + ["hang", "hang"] + ["x"] * 50))
+    start = time.monotonic()
+    with Engine(_rewards.hang_or_score, workers=2, timeout=3.0) as engine:
+        results = engine.score(batch)
+        pool = engine.pool
+        wall = time.monotonic() - start
+        assert pool.stats.killed_timeout == 4
+    assert wall < 5.9
+    assert sum(r.status is Status.TIMEOUT for r in results) == 4
+    assert sum(r.status is Status.OK for r in results) == len(batch) - 4
+
+
+@pytest.mark.parametrize(
+    ("completion", "needle"),
+    [
+        ("exit", "exit code 3"),  # os._exit in reward code
+        ("segfault", "SIGSEGV"),  # a crash in C code
+    ],
+)
+def test_dying_worker_costs_only_its_sample(completion: str, needle: str) -> None:
+    with Engine(_rewards.crashes, workers=2, timeout=10) as engine:
+        results = engine.score(samples("ok", completion, "ok", "ok"))
+        again = engine.score(samples("ok", "ok"))  # the pool recovered
+        retried = engine.pool.stats.retried
+    assert [r.status for r in results] == [Status.OK, Status.ERROR, Status.OK, Status.OK]
+    assert needle in results[1].reason and "tried 2 times" in results[1].reason
+    assert retried == 1  # a dead worker is retried once (it might have been an accident), then reported
+    assert all(r.ok for r in again)
+
+
+def test_memory_error_is_an_error_result() -> None:
+    with Engine(_rewards.crashes, workers=1) as engine:
+        result = engine.score(samples("memory"))[0]
+    assert result.status is Status.ERROR and "MemoryError" in result.reason
+
+
+def test_worker_killed_from_outside_mid_call_is_retried(tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    rw = Reward.wrap(_rewards.report_pid)
+    with ProcessPool({"r": rw}, workers=1) as pool:
+        batch = pool.submit("r", samples(str(marker)), timeout=60)
+        deadline = time.monotonic() + 20
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05)
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+        result = batch.future.result(timeout=20)[0]
+        assert pool.stats.retried == 1
+    assert result.status is Status.OK
+
+
+def test_worker_killed_from_outside_without_retries_is_an_error(tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    with ProcessPool({"r": Reward.wrap(_rewards.report_pid)}, workers=1, retries=0) as pool:
+        batch = pool.submit("r", samples(str(marker)), timeout=60)
+        deadline = time.monotonic() + 20
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05)
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+        result = batch.future.result(timeout=20)[0]
+    assert result.status is Status.ERROR and "SIGKILL" in result.reason
+
+
+def test_exceptions_and_timeouts_are_never_retried(tmp_path: Path) -> None:
+    rows = [Sample("p", c, row={"counter_dir": str(tmp_path)}) for c in ("raise", "sleep 30")]
+    with Engine(_rewards.counting, workers=1, timeout=1.0, retries=3) as engine:
+        results = engine.score(rows)
+    assert [r.status for r in results] == [Status.ERROR, Status.TIMEOUT]
+    assert len(list(tmp_path.iterdir())) == 2  # each sample was called exactly once
+
+
+def test_unpicklable_reward_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="cannot be sent to worker processes"):
+        ProcessPool({"lam": Reward.wrap(lambda completion: 1.0)})
+
+
+def test_workers_are_replaced_not_leaked() -> None:
+    with Engine(_rewards.hang_or_score, workers=2, timeout=0.5) as engine:
+        engine.score(samples("hang", "x", "hang", "x"))
+        pids = engine.pool.pids
+        assert len(pids) <= engine.pool.max_workers
+        live_before_close = [p for p in pids if _alive(p)]
+    assert live_before_close
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
