@@ -37,6 +37,9 @@ __all__ = ["Encoded", "ManagedModel", "ModelState", "ScoreReport"]
 
 logger = logging.getLogger(__name__)
 
+DEVICE_TOKEN_BUDGET = 8192
+CPU_TOKEN_BUDGET = 1024
+
 _device_locks: dict[str, threading.Lock] = {}
 _device_locks_guard = threading.Lock()
 
@@ -110,7 +113,8 @@ class ManagedModel:
         max_length: longest sequence fed to the model, in tokens; longer ones are truncated.
         truncation_side: ``"left"`` keeps the end of the text (where a reward model reads its score).
         padding_side: ``"left"``/``"right"``; default the tokenizer's own.
-        token_budget: most padded tokens per micro-batch (bounds activation memory).
+        token_budget: most padded tokens per micro-batch (bounds activation memory); default 8192 on an
+            accelerator, 1024 on the CPU, where small cache-resident batches measured faster (bench P4).
         max_batch_size: most samples per micro-batch (``None``: the budget alone decides).
         trust_remote_code: allow Python code shipped with the checkpoint. Off unless you opt in.
         allow_missing_weights: accept a checkpoint lacking some weights (transformers initializes them at random,
@@ -127,7 +131,7 @@ class ManagedModel:
         max_length: int = 2048,
         truncation_side: str = "left",
         padding_side: str | None = None,
-        token_budget: int = 8192,
+        token_budget: int | None = None,
         max_batch_size: int | None = None,
         trust_remote_code: bool = False,
         allow_missing_weights: bool = False,
@@ -138,9 +142,11 @@ class ManagedModel:
             raise ConfigError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}")
         if padding_side not in (None, "left", "right"):
             raise ConfigError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}")
-        plan_micro_batches([], token_budget, max_batch_size)  # validates both numbers
+        plan_micro_batches([], 1 if token_budget is None else token_budget, max_batch_size)  # validates both
         self.checkpoint = Checkpoint.open(path)  # fails early on a missing or pickle-only checkpoint
         self.device = resolve_device(device)
+        if token_budget is None:
+            token_budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else DEVICE_TOKEN_BUDGET
         self.dtype = resolve_dtype(dtype, self.device)
         self.offload_mode = OffloadMode.parse(offload)
         self.max_length = int(max_length)
@@ -284,6 +290,10 @@ class ManagedModel:
                 raise ModelError(f"the tokenizer in {str(self.checkpoint.directory)!r} has no pad, eos or unk token")
             tokenizer.pad_token = fallback
         config = model.config
+        positions = getattr(config, "max_position_embeddings", None)
+        if isinstance(positions, int) and 0 < positions < self.max_length:
+            logger.info("max_length %d capped to the model's %d positions", self.max_length, positions)
+            self.max_length = positions
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = tokenizer.pad_token_id  # sequence classifiers find the last token with it
         tokenizer.truncation_side = self.truncation_side

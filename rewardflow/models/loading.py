@@ -67,7 +67,7 @@ def import_transformers() -> ModuleType:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A validated local checkpoint directory and its safetensors files (``key -> file`` for sharded ones)."""
+    """A validated local checkpoint directory and its safetensors files (one, or the shards of an index)."""
 
     directory: Path
     files: tuple[Path, ...]

@@ -57,6 +57,8 @@ class RewardModel(ManagedModel):
             (or give ``score_label``).
         score_label: the label name of that logit in the model config (``"positive"``, ``"LABEL_1"``...).
         transform: ``None`` (raw logit), ``"sigmoid"`` or ``"softmax"`` (probability of that label).
+        num_labels: override the config's number of outputs; only meaningful for a head the checkpoint lacks
+            (``allow_missing_weights=True``: a base encoder with a fresh head, for benchmarks and tests).
         policy_tokenizer: local directory of the policy's tokenizer, when its chat template rendered the prompts
             and differs from the reward model's: prompts are stripped of it and re-rendered.
         timeout: default engine timeout for one batch call, in seconds (the spec's ``timeout`` overrides it).
@@ -74,6 +76,7 @@ class RewardModel(ManagedModel):
         score_index: int | None = None,
         score_label: str | None = None,
         transform: str | None = None,
+        num_labels: int | None = None,
         policy_tokenizer: str | None = None,
         timeout: float | None = 600.0,
         device: Any = None,
@@ -82,7 +85,7 @@ class RewardModel(ManagedModel):
         max_length: int = 2048,
         truncation_side: str = "left",
         padding_side: str | None = None,
-        token_budget: int = 8192,
+        token_budget: int | None = None,
         max_batch_size: int | None = None,
         trust_remote_code: bool = False,
         allow_missing_weights: bool = False,
@@ -93,6 +96,8 @@ class RewardModel(ManagedModel):
             raise ConfigError("give score_index or score_label, not both")
         if transform not in _TRANSFORMS:
             raise ConfigError(f"bad transform {transform!r}; use None, 'sigmoid' or 'softmax'")
+        if num_labels is not None and num_labels < 1:
+            raise ConfigError(f"num_labels must be >= 1, got {num_labels}")
         if policy_tokenizer is not None and not Path(policy_tokenizer).expanduser().is_dir():
             raise ModelError(f"policy_tokenizer {policy_tokenizer!r} is not a local directory")
         super().__init__(
@@ -112,6 +117,7 @@ class RewardModel(ManagedModel):
         self.score_index = score_index
         self.score_label = score_label
         self.transform = transform
+        self.num_labels = num_labels
         self.policy_tokenizer = policy_tokenizer
         self.__rewardflow__ = RewardOptions(name="reward_model", kind=Kind.BATCH, timeout=timeout)
         self._index = 0
@@ -180,8 +186,9 @@ class RewardModel(ManagedModel):
             else transformers.AutoModelForTokenClassification
         )
         tokenizer = load_tokenizer(self.checkpoint, trust_remote_code=self.trust_remote_code)
+        extra = {} if self.num_labels is None else {"num_labels": self.num_labels}
         model, missing = load_pretrained(
-            auto, self.checkpoint, dtype=self.dtype, trust_remote_code=self.trust_remote_code
+            auto, self.checkpoint, dtype=self.dtype, trust_remote_code=self.trust_remote_code, **extra
         )
         return model, tokenizer, missing
 

@@ -71,7 +71,7 @@ class SimilarityReward(ManagedModel):
         device: Any = None,
         dtype: Any = None,
         offload: str | OffloadMode = OffloadMode.CPU,
-        token_budget: int = 8192,
+        token_budget: int | None = None,
         max_batch_size: int | None = None,
         trust_remote_code: bool = False,
     ) -> None:

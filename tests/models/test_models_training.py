@@ -85,3 +85,30 @@ def test_async_hook(zoo: dict[str, Path]) -> None:
     results, report = asyncio.run(step())
     assert all(r.ok for r in results) and report.offloaded and released(rm)
     assert report.models["rm"].samples == len(ROWS)
+
+
+def test_spec_with_a_process_rule_and_a_model(zoo: dict[str, Path]) -> None:
+    from rewardflow import RewardSpec, Spec
+
+    spec = Spec(
+        workers=1,
+        rewards=[
+            RewardSpec(reward="gsm8k", name="accuracy"),
+            RewardSpec(
+                reward="reward_model",
+                name="rm",
+                weight=0.1,
+                params={"path": str(zoo["token_cls"]), "head": "token-cls", "offload": "release"},
+            ),
+        ],
+    )
+    rows = [
+        {"prompt": "janet has sixteen eggs", "completion": "she makes 18 dollars. #### 18", "answer": "#### 18"},
+        {"prompt": "janet has sixteen eggs", "completion": "she makes 16 dollars. #### 16", "answer": "#### 18"},
+    ]
+    with Engine(spec) as engine:
+        results, report = score_training_batch(engine, rows)
+        (rm,) = (c.reward.fn for c in engine.components if c.name == "rm")
+    assert [r.components["accuracy"] for r in results] == [1.0, 0.0]  # scored in a worker process
+    assert all(r.ok and r.value == pytest.approx(r.components["accuracy"] + 0.1 * r.components["rm"]) for r in results)
+    assert report.offloaded and released(rm)
