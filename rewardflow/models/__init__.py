@@ -38,16 +38,14 @@ BUILTINS: list[Entry] = [
     Entry(
         "reward_model",
         "rewardflow.models.reward_model:RewardModel",
-        "Learned reward model (sequence or token classification) scored over the whole batch, then offloaded; "
-        "params: path (local safetensors dir), head, score_index/score_label, policy_tokenizer, offload, ...",
+        "Learned reward model scored over the whole batch, then offloaded (params: path, head, offload, ...).",
         factory=True,
         extra="models",
     ),
     Entry(
         "similarity",
         "rewardflow.models.similarity:SimilarityReward",
-        "Cosine similarity of completion and reference answer embeddings (bundled all-MiniLM-L6-v2); "
-        "params: reference (column, default 'answer'), path, pooling, offload, ...",
+        "Embedding cosine similarity to the reference column (bundled all-MiniLM-L6-v2; params: reference).",
         factory=True,
         extra="models",
     ),

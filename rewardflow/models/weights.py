@@ -10,8 +10,10 @@ loaded model between a *host* state and the compute device:
 * ``release``: the weights are dropped altogether (replaced by ``meta`` tensors that hold no memory) and read
   again from the safetensors file(s), which are memory-mapped, on the next onload. Only tensors proven to be
   bit-identical to a tensor of the file are released; the others (a freshly initialized head, non-persistent
-  buffers such as rotary frequencies) are small and are kept in host memory like in ``cpu`` mode. After a
-  release, glibc's ``malloc_trim`` hands the freed heap back to the operating system.
+  buffers such as rotary frequencies) are small and are kept in host memory like in ``cpu`` mode. On a CPU
+  compute device the reloaded tensors are views of the memory-mapped file when the dtype matches (pages are read
+  on first touch, and dropping them unmaps them); otherwise they are copies, and after a release glibc's
+  ``malloc_trim`` hands the freed heap back to the operating system.
 * ``none``: the weights live on the device for the model's lifetime.
 
 Tensors are swapped by replacing the ``Parameter``/buffer objects in every module that holds them (tied weights
