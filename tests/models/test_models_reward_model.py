@@ -33,10 +33,12 @@ def unbatched(rm: RewardModel, prompts: list[str], completions: list[str]) -> li
     return [rm([p], [c])[0] for p, c in zip(prompts, completions, strict=True)]
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize("head", ["token-cls", "seq-cls"])
-def test_batched_scores_equal_unbatched_in_input_order(zoo: dict[str, Path], head: str) -> None:
+def test_batched_scores_equal_unbatched_in_input_order(zoo: dict[str, Path], head: str, side: str) -> None:
     path = zoo["token_cls"] if head == "token-cls" else zoo["seq_cls"]
-    rm = RewardModel(str(path), head=head, score_index=1 if head == "seq-cls" else None, token_budget=96)
+    index = 1 if head == "seq-cls" else None
+    rm = RewardModel(str(path), head=head, score_index=index, token_budget=96, padding_side=side)
     batched = rm(QUESTIONS, COMPLETIONS)
     report = rm.last_report
     assert report is not None and report.samples == len(QUESTIONS)
