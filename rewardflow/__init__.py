@@ -15,6 +15,7 @@ from rewardflow.errors import (
     JudgeError,
     MissingDependencyError,
     ModelError,
+    RewardFailedError,
     RewardflowError,
     UnknownRewardError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelError",
     "Reward",
+    "RewardFailedError",
     "RewardResult",
     "RewardSpec",
     "RewardflowError",

@@ -64,6 +64,10 @@ class _LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         with self._lock:
             if self._loop is None:
@@ -234,13 +238,36 @@ class Engine:
         return (await self.ascore([sample]))[0]
 
     def close(self) -> None:
-        """Kill worker processes and stop the engine's event loop. Idempotent."""
+        """Kill worker processes, close rewards that hold connections, stop the engine's loop. Idempotent."""
+        if self._closed:
+            return
         self._closed = True
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+        if self._runner.started:
+            try:
+                self._runner.run(self._aclose_rewards())
+            except Exception:  # closing must not raise
+                logger.warning("closing a reward failed", exc_info=True)
         self._runner.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`: also closes rewards' connections opened on the *current* event loop."""
+        await self._aclose_rewards()
+        await asyncio.to_thread(self.close)
+
+    async def _aclose_rewards(self) -> None:
+        """Await ``aclose()`` of every reward callable that has one (judge clients: connection pools)."""
+        for comp in self.components:
+            closer = getattr(comp.reward.fn, "aclose", None)
+            if closer is None:
+                continue
+            try:
+                await closer()
+            except Exception:
+                logger.warning("aclose() of reward %r failed", comp.name, exc_info=True)
 
     def __enter__(self) -> Engine:
         return self
@@ -252,7 +279,12 @@ class Engine:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await asyncio.to_thread(self.close)
+        await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     @property
     def pool(self) -> Any:
@@ -288,7 +320,9 @@ class Engine:
                     out.append(item)
                     continue
                 r = invoke(rw, item)
-                if r.status is Status.OK:
+                if r.components:
+                    out.append(self._combine([r]))
+                elif r.status is Status.OK:
                     value = r.value * weight if weight != 1.0 else r.value  # type: ignore[operator]
                     if single.gate and r.value <= 0:  # type: ignore[operator]
                         value = 0.0
@@ -331,6 +365,8 @@ class Engine:
         multi = len(self.components) > 1
         for comp, r in zip(self.components, parts, strict=True):
             components[comp.name] = r.value
+            for key, sub in r.components.items():  # a reward's own sub-scores (rubric criteria, ...)
+                components[f"{comp.name}.{key}"] = sub
             latency += r.latency
             if r.info:
                 info[comp.name] = dict(r.info) if multi else r.info

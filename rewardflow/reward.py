@@ -140,7 +140,7 @@ class CallPlan:
             if p.source == "field":
                 out[p.name] = sample if p.key == "sample" else getattr(sample, p.key)
                 continue
-            value = row.get(p.key, _MISSING)
+            value = row.get(p.name if p.source == "positional" else p.key, _MISSING)
             if value is _MISSING:
                 if p.source == "positional":
                     out[p.name] = getattr(sample, p.key)
@@ -284,10 +284,15 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-def _failed(exc: Exception, latency: float) -> RewardResult:
-    """An exception from reward code as a result. An ``info`` attribute on it (judge usage) is kept."""
+def _failed(exc: BaseException, latency: float) -> RewardResult:
+    """An exception from reward code as a result.
+
+    A ``TimeoutError`` (a judge whose retries all timed out, a remote call's own deadline) is reported as
+    ``status=timeout``; anything else as ``error``. An ``info`` attribute on the exception (judge usage) is kept.
+    """
     info = getattr(exc, "info", None)
-    return RewardResult(None, Status.ERROR, _describe(exc), latency=latency, info=dict(info) if info else {})
+    status = Status.TIMEOUT if isinstance(exc, TimeoutError) else Status.ERROR
+    return RewardResult(None, status, _describe(exc), latency=latency, info=dict(info) if info else {})
 
 
 def finish(raw: Any, latency: float) -> RewardResult:
@@ -343,6 +348,7 @@ def invoke_many(rw: Reward, samples: Sequence[Sample], raw: Any, latency: float)
     return [finish(item, latency) for item in raw]
 
 
-def error_results(count: int, exc: BaseException, latency: float, status: Status = Status.ERROR) -> list[RewardResult]:
-    reason = _describe(exc)
-    return [RewardResult(None, status, reason, latency=latency) for _ in range(count)]
+def error_results(count: int, exc: BaseException, latency: float) -> list[RewardResult]:
+    """The same failure for every sample of a batch/group call that raised."""
+    failed = _failed(exc, latency)
+    return [failed] * count

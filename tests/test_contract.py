@@ -160,3 +160,13 @@ def test_batch_plan_uses_lists() -> None:
     plan = CallPlan.build(batch_fn, batch=True)
     kwargs = plan.batch_kwargs([S, Sample("q", "5", row={"answer": "4"})])
     assert kwargs == {"prompts": ["What is 2+2?", "q"], "completions": ["4", "5"], "answer": ["4", "4"]}
+
+
+def test_unknown_names_in_areal_slots_prefer_their_own_column() -> None:
+    # AReaL's agent workflows call `fn(result=..., answer=...)`: columns named like the parameters win
+    def agent_style(result, answer):
+        return float(result == answer)
+
+    right = Sample("", "", row={"result": "5", "answer": "5"})
+    wrong = Sample("", "", row={"result": "4", "answer": "5"})
+    assert [score_inline(agent_style, s).value for s in (right, wrong)] == [1.0, 0.0]

@@ -151,3 +151,52 @@ def test_closed_engine_refuses_work() -> None:
 def test_duplicate_component_names_rejected() -> None:
     with pytest.raises(ConfigError, match="unique"):
         Engine([Component("a", Reward.wrap(exact)), Component("a", Reward.wrap(short))])
+
+
+def test_sub_components_are_kept_under_the_component_name() -> None:
+    def rubric(completion: str) -> Score:
+        return Score(0.75, components={"clarity": 0.5, "correct": 1.0})
+
+    with Engine({"judge": rubric, "acc": exact}, kind="inline") as engine:
+        result = engine.score(ROWS[:1])[0]
+    assert result.components == {"judge": 0.75, "judge.clarity": 0.5, "judge.correct": 1.0, "acc": 1.0}
+    with Engine(rubric, kind="inline") as engine:
+        assert engine.score(ROWS[:1])[0].components == {"rubric": 0.75, "rubric.clarity": 0.5, "rubric.correct": 1.0}
+
+
+def test_timeout_error_from_reward_code_is_a_timeout_status() -> None:
+    async def remote(completion: str) -> float:
+        raise TimeoutError("judge did not answer in 30s (3 attempts)")
+
+    with Engine(remote) as engine:
+        result = engine.score(ROWS[:1])[0]
+    assert result.status is Status.TIMEOUT and "3 attempts" in result.reason
+
+
+def test_failed_batch_call_keeps_exception_info() -> None:
+    @reward(kind="group")
+    async def judge_group(completions: list[str]) -> list[float]:
+        failure = RuntimeError("server down")
+        failure.info = {"requests": 3}  # type: ignore[attr-defined]
+        raise failure
+
+    with Engine(judge_group) as engine:
+        results = engine.score([Sample("p", "a"), Sample("p", "b")])
+    assert all(r.status is Status.ERROR and r.info == {"requests": 3} for r in results)
+
+
+def test_close_awaits_rewards_aclose() -> None:
+    class Client:
+        closed = 0
+
+        async def __call__(self, completion: str) -> float:
+            return 1.0
+
+        async def aclose(self) -> None:
+            Client.closed += 1
+
+    engine = Engine(Client())
+    assert engine.score(ROWS[:1])[0].value == 1.0
+    engine.close()
+    engine.close()  # idempotent
+    assert Client.closed == 1

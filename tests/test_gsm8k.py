@@ -61,3 +61,12 @@ def test_all_5276_example_solutions_agree_with_their_labels() -> None:
     assert all(r.ok for r in results)
     agree = sum((r.value == 1.0) == row["is_correct"] for r, row in zip(results, rows, strict=True))
     assert agree == 5276
+
+
+def test_math_works_off_the_main_thread() -> None:
+    # math-verify's own timeouts use signal.alarm, which raises outside the main thread; ours are off
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        value = pool.submit(lambda: math_reward("\\boxed{0.5}", answer="\\frac{1}{2}").value).result()
+    assert value == 1.0

@@ -21,6 +21,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+# Eager on purpose: the worker forkserver preloads this module, so every worker starts with sympy and
+# math-verify already imported instead of paying ~1 s on its first LaTeX answer.
+import math_verify  # noqa: F401
+
 from rewardflow.errors import InputError
 from rewardflow.rules.answer import extract_final_answer, parse_plain_number
 from rewardflow.types import Score
