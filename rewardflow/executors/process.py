@@ -566,8 +566,9 @@ class ProcessPool:
             task = w.chunk[running[0]]
             if task.timeout is not None:
                 wakeups.append(running[1] + task.timeout)
-            if w.cancel_from is None:
-                wakeups.append(running[1] + self._straggler_threshold(task.reward_id, task.timeout))
+            threshold = self._straggler_threshold(task.reward_id, task.timeout)
+            if w.cancel_from is None and threshold != float("inf"):  # inf: no timeout and no latencies yet
+                wakeups.append(running[1] + threshold)
         if not wakeups:
             return None
         return max(0.001, min(wakeups) - now)
