@@ -146,3 +146,10 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_no_timeout_at_all_still_scores() -> None:
+    # timeout=None: no deadline, and the straggler logic must not choke on an infinite threshold
+    with Engine(_rewards.sleepy, workers=2, timeout=None) as engine:
+        results = engine.score(samples(*["sleep 0.2"] * 6))
+    assert [r.status for r in results] == [Status.OK] * 6

@@ -10,10 +10,10 @@ rewards on untrusted model output:
 * **A hung call costs only itself.** At its deadline the worker is SIGKILLed and replaced; its sample gets
   ``status=timeout``; the rest of its chunk goes back to the front of the queue.
 * **Hung calls do not starve the batch.** A call running far longer than its reward usually takes (a
-  *straggler*: 20x the p90 latency, at least 0.5 s; half the timeout for a fresh worker's first call, which may
-  be paying for lazy imports) stops counting against the pool size: the unstarted rest of its chunk is handed to other
-  workers and a spare worker is started, up to ``max_workers`` processes. Stragglers are killed at their
-  deadline, so the spare capacity is bounded in time.
+  *straggler*: 20x the p90 latency, at least 0.25 s; for a fresh worker's first call, which may be paying for
+  lazy imports, at least 2 s or half the timeout) stops counting against the pool size: the unstarted rest of
+  its chunk is handed to other workers and a spare worker is started, up to ``max_workers`` processes.
+  Stragglers are killed at their deadline, so the spare capacity is bounded in time.
 * **A dead worker costs only its sample.** ``os._exit``, a segfault or the OOM killer end the worker; the sample
   it was running is retried once on a fresh worker (a dead process may be an infrastructure accident), and if
   it kills that one too it gets ``status=error`` naming the exit code or signal. Deterministic exceptions and
@@ -57,8 +57,9 @@ __all__ = ["PoolStats", "ProcessPool"]
 
 logger = logging.getLogger(__name__)
 
-_MIN_STRAGGLER_S = 0.5
+_MIN_STRAGGLER_S = 0.25
 _STRAGGLER_FACTOR = 20.0
+_FIRST_CALL_GRACE_S = 2.0
 _LATENCY_WINDOW = 512
 
 
@@ -503,8 +504,8 @@ class ProcessPool:
         task = w.chunk[running[0]]
         threshold = self._straggler_threshold(task.reward_id, task.timeout)
         if w.completed == 0 and task.timeout is not None:
-            # a fresh worker's first call may be paying for lazy imports: give it half the timeout
-            threshold = max(threshold, task.timeout / 2)
+            # a fresh worker's first call may be paying for lazy imports: give it a grace period
+            threshold = max(threshold, min(task.timeout / 2, _FIRST_CALL_GRACE_S))
         return now - running[1] >= threshold
 
     def _steal_from_stragglers(self, now: float) -> None:
@@ -566,8 +567,9 @@ class ProcessPool:
             task = w.chunk[running[0]]
             if task.timeout is not None:
                 wakeups.append(running[1] + task.timeout)
-            if w.cancel_from is None:
-                wakeups.append(running[1] + self._straggler_threshold(task.reward_id, task.timeout))
+            threshold = self._straggler_threshold(task.reward_id, task.timeout)
+            if w.cancel_from is None and threshold != float("inf"):  # inf: no timeout and no latencies yet
+                wakeups.append(running[1] + threshold)
         if not wakeups:
             return None
         return max(0.001, min(wakeups) - now)

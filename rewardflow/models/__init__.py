@@ -1,7 +1,76 @@
-"""Placeholder registry table for the models rewards (filled by the models package)."""
+"""Model-based rewards: reward models and embedding similarity, scored in batches and offloaded after use.
+
+A learned reward model is heavy GPU work, so it is never a per-sample function in a worker process: it is a
+``batch`` reward that the engine calls once per training batch, in the main process, and that leaves the device
+right after (:mod:`rewardflow.models.base`). What is here:
+
+* :class:`RewardModel` (registry name ``reward_model``): sequence-classification and token-classification
+  (AReaL-style, last-token) reward models, with chat re-templating and token-budget micro-batching;
+* :class:`SimilarityReward` (``similarity``): cosine similarity to the reference answer with a sentence encoder
+  (the bundled all-MiniLM-L6-v2 by default);
+* :func:`score_training_batch`: the training-step hook that scores a batch with a whole spec and guarantees every
+  model is offloaded afterwards.
+
+Everything needs the ``models`` extra (torch, transformers, safetensors); this package's ``__init__`` imports none
+of it: the names below are loaded on first access.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from rewardflow.registry import Entry
 
-BUILTINS: list[Entry] = []
+__all__ = [
+    "BUILTINS",
+    "ModelState",
+    "OffloadMode",
+    "RewardModel",
+    "ScoreReport",
+    "SimilarityReward",
+    "TrainingStepReport",
+    "ascore_training_batch",
+    "score_training_batch",
+]
+
+BUILTINS: list[Entry] = [
+    Entry(
+        "reward_model",
+        "rewardflow.models.reward_model:RewardModel",
+        "Learned reward model scored over the whole batch, then offloaded (params: path, head, offload, ...).",
+        factory=True,
+        extra="models",
+    ),
+    Entry(
+        "similarity",
+        "rewardflow.models.similarity:SimilarityReward",
+        "Embedding cosine similarity to the reference column (bundled all-MiniLM-L6-v2; params: reference).",
+        factory=True,
+        extra="models",
+    ),
+]
+
+_LAZY = {
+    "ModelState": "rewardflow.models.base",
+    "ScoreReport": "rewardflow.models.base",
+    "OffloadMode": "rewardflow.models.weights",
+    "RewardModel": "rewardflow.models.reward_model",
+    "SimilarityReward": "rewardflow.models.similarity",
+    "TrainingStepReport": "rewardflow.models.training",
+    "ascore_training_batch": "rewardflow.models.training",
+    "score_training_batch": "rewardflow.models.training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rewardflow.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,403 @@
+"""The lifecycle every model-based reward shares: lazy thread-safe load, onload -> score -> offload, reports.
+
+:class:`ManagedModel` owns one frozen transformers model and its tokenizer. Its state is explicit
+(:class:`ModelState`: ``unloaded`` -> ``offloaded`` <-> ``onloaded`` -> ``closed``) and every transition runs
+under the object's lock, so two threads asking for the first score load the model once. A scoring call holds
+the model on the device only for its own duration: it loads if needed, onloads, runs token-budget micro-batches,
+offloads (unless the caller holds :meth:`ManagedModel.onloaded` open) and records a :class:`ScoreReport`.
+
+Scoring calls are also serialized per compute device, across models: a GPU is a process-wide resource, and two
+reward models of one spec (which the engine runs concurrently) must not sit in device memory at the same time.
+The device lock is always taken before a model's own lock, so the order cannot deadlock.
+
+The model lives in the process that created it: instances refuse to be pickled, so no reward worker process can
+receive a copy (the engine runs ``batch`` rewards in a thread of the main process).
+
+Not covered here: what a model computes (:mod:`rewardflow.models.reward_model`,
+:mod:`rewardflow.models.similarity`) and how weights move (:mod:`rewardflow.models.weights`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any
+
+from rewardflow.errors import ConfigError, ModelError
+from rewardflow.models.batching import MicroBatchPlan, plan_micro_batches
+from rewardflow.models.loading import Checkpoint, import_torch, resolve_device, resolve_dtype
+from rewardflow.models.weights import OffloadMode, WeightStore, device_memory, trim_host_memory
+
+__all__ = ["Encoded", "ManagedModel", "ModelState", "ScoreReport"]
+
+logger = logging.getLogger(__name__)
+
+DEVICE_TOKEN_BUDGET = 8192
+CPU_TOKEN_BUDGET = 1024
+
+_device_locks: dict[str, threading.Lock] = {}
+_device_locks_guard = threading.Lock()
+
+
+def _device_lock(device: Any) -> threading.Lock:
+    key = str(device)
+    with _device_locks_guard:
+        lock = _device_locks.get(key)
+        if lock is None:
+            lock = _device_locks[key] = threading.Lock()
+        return lock
+
+
+class ModelState(str, Enum):
+    """Where a managed model is in its life; see the module docstring."""
+
+    UNLOADED = "unloaded"
+    OFFLOADED = "offloaded"
+    ONLOADED = "onloaded"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    """What one scoring call did and cost. Device memory figures are bytes on a CUDA device, else ``None``."""
+
+    samples: int
+    micro_batches: int
+    real_tokens: int
+    padded_tokens: int
+    truncated: int  # samples cut to max_length
+    load_s: float  # first-time load done by this call (0.0 when already loaded)
+    onload_s: float
+    score_s: float
+    offload_s: float
+    device_memory_before: int | None  # before onload
+    device_memory_onloaded: int | None  # weights resident, before the forward passes
+    device_memory_after: int | None  # after offload
+
+    @property
+    def padding_waste(self) -> float:
+        """Fraction of the computed tokens that were padding."""
+        return 0.0 if self.padded_tokens == 0 else 1.0 - self.real_tokens / self.padded_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["padding_waste"] = round(self.padding_waste, 6)
+        return out
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of a list of texts (unpadded), optional token type ids, and how many were truncated."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None = None
+    truncated: int = 0
+
+
+class ManagedModel:
+    """A frozen model with a managed device lifecycle; the base of the model-based rewards.
+
+    Subclasses implement :meth:`_load` (build the model and tokenizer from the checkpoint, on the CPU) and use
+    :meth:`_scoring` + :meth:`_forward_batches` to score.
+
+    Args:
+        path: local checkpoint directory (safetensors only). Configuration, never data.
+        device: compute device; default the current CUDA device, else the CPU.
+        dtype: weight dtype; default bf16 on a GPU, fp32 on the CPU; ``"auto"`` keeps the checkpoint's.
+        offload: ``"cpu"`` (pinned host copy), ``"release"`` (drop, reload from the file) or ``"none"``.
+        max_length: longest sequence fed to the model, in tokens; longer ones are truncated.
+        truncation_side: ``"left"`` keeps the end of the text (where a reward model reads its score).
+        padding_side: ``"left"``/``"right"``; default the tokenizer's own.
+        token_budget: most padded tokens per micro-batch (bounds activation memory); default 8192 on an
+            accelerator, 1024 on the CPU, where small cache-resident batches measured faster (bench P4).
+        max_batch_size: most samples per micro-batch (``None``: the budget alone decides).
+        trust_remote_code: allow Python code shipped with the checkpoint. Off unless you opt in.
+        allow_missing_weights: accept a checkpoint lacking some weights (transformers initializes them at random,
+            e.g. a classification head on a base encoder); off, because random weights give random rewards.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        offload: str | OffloadMode = OffloadMode.CPU,
+        max_length: int = 2048,
+        truncation_side: str = "left",
+        padding_side: str | None = None,
+        token_budget: int | None = None,
+        max_batch_size: int | None = None,
+        trust_remote_code: bool = False,
+        allow_missing_weights: bool = False,
+    ) -> None:
+        if max_length < 1:
+            raise ConfigError(f"max_length must be >= 1, got {max_length}")
+        if truncation_side not in ("left", "right"):
+            raise ConfigError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}")
+        if padding_side not in (None, "left", "right"):
+            raise ConfigError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}")
+        plan_micro_batches([], 1 if token_budget is None else token_budget, max_batch_size)  # validates both
+        self.checkpoint = Checkpoint.open(path)  # fails early on a missing or pickle-only checkpoint
+        self.device = resolve_device(device)
+        if token_budget is None:
+            token_budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else DEVICE_TOKEN_BUDGET
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.offload_mode = OffloadMode.parse(offload)
+        self.max_length = int(max_length)
+        self.truncation_side = truncation_side
+        self.padding_side = padding_side
+        self.token_budget = int(token_budget)
+        self.max_batch_size = max_batch_size
+        self.trust_remote_code = bool(trust_remote_code)
+        self.allow_missing_weights = bool(allow_missing_weights)
+        self.last_report: ScoreReport | None = None
+        self.load_count = 0  # how many times weights were built from the checkpoint (1 in a healthy life)
+        self._lock = threading.RLock()
+        self._state = ModelState.UNLOADED
+        self._holds = 0
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._store: WeightStore | None = None
+        self._accepts_position_ids = False
+        self._accepts_token_types = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def state(self) -> ModelState:
+        return self._state
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (loads the model on first access)."""
+        self.load()
+        return self._tokenizer
+
+    @property
+    def weights(self) -> WeightStore:
+        """The weight store (loads the model on first access); for inspection and tests."""
+        self.load()
+        assert self._store is not None
+        return self._store
+
+    def load(self) -> None:
+        """Load the checkpoint once (thread-safe); leaves the model offloaded (on the device in ``none`` mode)."""
+        with self._lock:
+            self._check_open()
+            if self._state is ModelState.UNLOADED:
+                self._load_locked()
+
+    def onload(self) -> None:
+        """Put the weights on the compute device (loading first if needed)."""
+        with self._lock:
+            self.load()
+            assert self._store is not None
+            self._store.onload()
+            self._state = ModelState.ONLOADED
+
+    def offload(self) -> None:
+        """Free the device: move the weights to host memory or drop them, per the offload mode.
+
+        Waits for a scoring call in progress on another thread to finish. A no-op in ``none`` mode, before the
+        first load and after :meth:`close`.
+        """
+        with self._lock:
+            if self._state is not ModelState.ONLOADED or self._store is None:
+                return
+            self._store.offload()
+            if self.offload_mode is not OffloadMode.NONE:
+                self._state = ModelState.OFFLOADED
+
+    @contextmanager
+    def onloaded(self) -> Iterator[ManagedModel]:
+        """Keep the model on the device for the ``with`` body (scoring calls inside do not offload); nestable."""
+        with self._lock:
+            self.onload()
+            self._holds += 1
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._holds -= 1
+                if self._holds == 0:
+                    self.offload()
+
+    def close(self) -> None:
+        """Drop the model, tokenizer and every weight copy. Idempotent; later calls raise :class:`ModelError`."""
+        with self._lock:
+            if self._state is ModelState.CLOSED:
+                return
+            if self._store is not None:
+                self._store.close()
+            self._store = self._model = self._tokenizer = None
+            self._state = ModelState.CLOSED
+        import gc
+
+        gc.collect()
+        if self.device.type == "cuda":
+            import_torch().cuda.empty_cache()
+        trim_host_memory()
+
+    def __enter__(self) -> ManagedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> Any:
+        raise ModelError(
+            f"{type(self).__name__} stays in the process that created it (run it as kind 'batch', not in a worker)"
+        )
+
+    def __repr__(self) -> str:
+        where = str(self.checkpoint.directory)
+        return f"{type(self).__name__}({where!r}, device={self.device}, state={self._state.value})"
+
+    # ------------------------------------------------------------------ for subclasses
+
+    def _load(self) -> tuple[Any, Any, set[str]]:
+        """Build ``(model, tokenizer, missing_keys)`` from ``self.checkpoint`` on the CPU, in ``self.dtype``."""
+        raise NotImplementedError
+
+    def _after_load(self) -> None:
+        """Hook run under the lock once the model and tokenizer exist (resolve labels, templates...)."""
+
+    def _check_open(self) -> None:
+        if self._state is ModelState.CLOSED:
+            raise ModelError(f"{type(self).__name__} is closed")
+
+    def _load_locked(self) -> None:
+        import inspect
+
+        model, tokenizer, missing = self._load()
+        if missing and not self.allow_missing_weights:
+            raise ModelError(
+                f"{str(self.checkpoint.directory)!r} lacks weights the model needs ({', '.join(sorted(missing))}); "
+                "they would be random and so would the rewards. Use a checkpoint trained for this head, or pass "
+                "allow_missing_weights=True if random weights are really what you want (benchmarks, tests)"
+            )
+        if missing:
+            logger.warning("%s: randomly initialized weights: %s", self.checkpoint.directory, sorted(missing))
+        if tokenizer.pad_token_id is None:
+            fallback = tokenizer.eos_token or tokenizer.unk_token
+            if fallback is None:
+                raise ModelError(f"the tokenizer in {str(self.checkpoint.directory)!r} has no pad, eos or unk token")
+            tokenizer.pad_token = fallback
+        config = model.config
+        positions = getattr(config, "max_position_embeddings", None)
+        if isinstance(positions, int) and 0 < positions < self.max_length:
+            logger.info("max_length %d capped to the model's %d positions", self.max_length, positions)
+            self.max_length = positions
+        if getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = tokenizer.pad_token_id  # sequence classifiers find the last token with it
+        tokenizer.truncation_side = self.truncation_side
+        if self.padding_side is not None:
+            tokenizer.padding_side = self.padding_side
+        accepted = inspect.signature(model.forward).parameters
+        self._accepts_position_ids = "position_ids" in accepted
+        self._accepts_token_types = "token_type_ids" in accepted
+        self._model, self._tokenizer = model, tokenizer
+        self._after_load()
+        self._store = WeightStore(model, self.offload_mode, self.device, self.checkpoint.files)
+        self._state = ModelState.ONLOADED if self.offload_mode is OffloadMode.NONE else ModelState.OFFLOADED
+        self.load_count += 1
+
+    @contextmanager
+    def _scoring(self, samples: int) -> Iterator[dict[str, Any]]:
+        """Hold the device and the model for one scoring call; yields a dict the body fills with batch stats."""
+        with _device_lock(self.device), self._lock:
+            self._check_open()
+            stats: dict[str, Any] = {"plan": MicroBatchPlan((), 0, 0), "truncated": 0}
+            start = time.perf_counter()
+            if self._state is ModelState.UNLOADED:
+                self._load_locked()
+            loaded = time.perf_counter()
+            before = device_memory(self.device)
+            self.onload()
+            onloaded = time.perf_counter()
+            resident = device_memory(self.device)
+            try:
+                yield stats
+            finally:
+                scored = time.perf_counter()
+                if self._holds == 0:
+                    self.offload()
+                done = time.perf_counter()
+                plan: MicroBatchPlan = stats["plan"]
+                self.last_report = ScoreReport(
+                    samples=samples,
+                    micro_batches=len(plan.batches),
+                    real_tokens=plan.real_tokens,
+                    padded_tokens=plan.padded_tokens,
+                    truncated=stats["truncated"],
+                    load_s=loaded - start,
+                    onload_s=onloaded - loaded,
+                    score_s=scored - onloaded,
+                    offload_s=done - scored,
+                    device_memory_before=before,
+                    device_memory_onloaded=resident,
+                    device_memory_after=device_memory(self.device),
+                )
+
+    def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, **kwargs: Any) -> Encoded:
+        """Tokenize without padding; only the texts longer than ``max_length`` are re-tokenized with truncation.
+
+        Truncation is left to the tokenizer so special tokens survive it (slicing ids would cut ``[CLS]``).
+        """
+        tok = self._tokenizer
+        args: tuple[Any, ...] = (list(texts),) if pairs is None else (list(texts), list(pairs))
+        enc = tok(*args, truncation=False, verbose=False, **kwargs)
+        ids: list[list[int]] = enc["input_ids"]
+        types: list[list[int]] | None = enc.get("token_type_ids")
+        long = [i for i, seq in enumerate(ids) if len(seq) > self.max_length]
+        if long:
+            sub = tuple([a[i] for i in long] for a in args)
+            cut = tok(*sub, truncation=True, max_length=self.max_length, verbose=False, **kwargs)
+            for j, i in enumerate(long):
+                ids[i] = cut["input_ids"][j]
+                if types is not None:
+                    types[i] = cut["token_type_ids"][j]
+        return Encoded(ids, types, len(long))
+
+    def _forward_batches(
+        self, encoded: Encoded, forward: Callable[[dict[str, Any]], Any], stats: dict[str, Any]
+    ) -> list[Any]:
+        """Run ``forward(inputs) -> tensor[batch, ...]`` over token-budget micro-batches; rows in input order."""
+        torch = import_torch()
+        lengths = [len(seq) for seq in encoded.input_ids]
+        plan = plan_micro_batches(lengths, self.token_budget, self.max_batch_size)
+        stats["plan"], stats["truncated"] = plan, encoded.truncated
+        left = self._tokenizer.padding_side == "left"
+        pad_id = self._tokenizer.pad_token_id
+        out: list[Any] = [None] * len(lengths)
+        with torch.inference_mode():
+            for batch in plan.batches:
+                width = lengths[batch[0]]
+                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                with_types = encoded.token_type_ids is not None and self._accepts_token_types
+                types = torch.zeros_like(ids) if with_types else None
+                for row, i in enumerate(batch):
+                    n = lengths[i]
+                    cols = slice(width - n, width) if left else slice(0, n)
+                    ids[row, cols] = torch.tensor(encoded.input_ids[i], dtype=torch.long)
+                    mask[row, cols] = 1
+                    if types is not None:
+                        types[row, cols] = torch.tensor(encoded.token_type_ids[i], dtype=torch.long)  # type: ignore[index]
+                inputs = {"input_ids": ids, "attention_mask": mask}
+                if types is not None:
+                    inputs["token_type_ids"] = types
+                if left and self._accepts_position_ids:
+                    # absolute-position models must see each sequence start at position 0, padding or not
+                    inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+                inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+                rows = forward(inputs).float().cpu()
+                for row, i in enumerate(batch):
+                    out[i] = rows[row]
+        return out

@@ -1,0 +1,144 @@
+"""Tiny checkpoints generated on the fly: tokenizers built with ``tokenizers``, models saved with ``save_pretrained``.
+
+Nothing is downloaded; the only real pretrained model used (all-MiniLM-L6-v2) ships inside an installed package.
+Two tokenizers with different vocabularies and chat templates stand for a policy and a reward model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+CORPUS = [
+    "what is two plus two? the answer is four.",
+    "janet has sixteen eggs, eats three and bakes with four; she sells the rest for two dollars each.",
+    "the quick brown fox jumps over the lazy dog. 16 - 3 - 4 = 9 and 9 * 2 = 18.",
+    "a paraphrase says the same thing with other words; an unrelated answer talks about something else.",
+]
+
+# The reward model's template (Llama-2 style) and the policy's (a chatml-like one): deliberately different.
+RM_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+POLICY_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def build_tokenizer(directory: Path, *, vocab_size: int, specials: list[str], template: str | None) -> object:
+    """A byte-level BPE tokenizer trained on CORPUS (deterministic), saved with its chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>", *specials],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    if template is not None:
+        fast.chat_template = template
+    fast.save_pretrained(directory)
+    return fast
+
+
+def build_llama(directory: Path, tokenizer: object, *, head: str, num_labels: int = 1, wide: bool = False, **extra):
+    """A tiny Llama with a classification head, random but seeded, saved as safetensors next to its tokenizer."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification, LlamaForTokenClassification, LlamaModel
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256 if wide else 32,
+        intermediate_size=8192 if wide else 64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        num_labels=num_labels,
+        **extra,
+    )
+    classes = {"token-cls": LlamaForTokenClassification, "seq-cls": LlamaForSequenceClassification, "base": LlamaModel}
+    torch.manual_seed(0)
+    model = classes[head](config)
+    with torch.no_grad():  # a visible spread of scores, not values all near zero
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def build_gpt2(directory: Path, tokenizer: object) -> Path:
+    """A tiny GPT-2 token classifier: absolute position embeddings, so left padding needs explicit positions."""
+    from transformers import GPT2Config, GPT2ForTokenClassification
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=512,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = GPT2ForTokenClassification(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every generated checkpoint, by role."""
+    root = tmp_path_factory.mktemp("zoo")
+    rm_tok = build_tokenizer(root / "rm-tok", vocab_size=320, specials=["[INST]", "[/INST]"], template=RM_TEMPLATE)
+    build_tokenizer(
+        root / "policy-tok", vocab_size=290, specials=["<|user|>", "<|assistant|>", "<|end|>"], template=POLICY_TEMPLATE
+    )
+    plain_tok = build_tokenizer(root / "plain-tok", vocab_size=300, specials=[], template=None)
+    zoo = {
+        "gpt2_token_cls": build_gpt2(root / "gpt2-token-cls", rm_tok),
+        "rm_tokenizer": root / "rm-tok",
+        "policy_tokenizer": root / "policy-tok",
+        "token_cls": build_llama(root / "token-cls", rm_tok, head="token-cls"),
+        "seq_cls": build_llama(
+            root / "seq-cls",
+            rm_tok,
+            head="seq-cls",
+            num_labels=2,
+            id2label={0: "bad", 1: "good"},
+            label2id={"bad": 0, "good": 1},
+        ),
+        "plain_seq_cls": build_llama(root / "plain-seq-cls", plain_tok, head="seq-cls"),
+        "base": build_llama(root / "base", rm_tok, head="base"),
+        "wide": build_llama(root / "wide", rm_tok, head="token-cls", wide=True),
+    }
+    pickled = root / "pickle-only"
+    pickled.mkdir()
+    model = transformers.AutoModelForTokenClassification.from_pretrained(zoo["token_cls"])
+    model.config.save_pretrained(pickled)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    rm_tok.save_pretrained(pickled)
+    zoo["pickle_only"] = pickled
+    return zoo
