@@ -32,7 +32,7 @@ test: setup lint
 	$(PY) -m pytest -q
 
 bench: setup
-	cd bench && for b in p1_throughput p2_poisoned p5_overhead p3_judge p4_reward_model integrations_bench; do ../$(PY) $$b.py || exit 1; done
+	cd bench && for b in p1_throughput p2_poisoned p5_overhead p_rules p3_judge p4_reward_model integrations_bench; do ../$(PY) $$b.py || exit 1; done
 
 docs: setup
 	$(VENV)/bin/mkdocs build --strict

@@ -1,7 +1,8 @@
 """P2: a poisoned batch. 400 clean GSM8K rows, then the same rows with 4 pathological completions mixed in.
 
-Pathological = answers whose math-verify evaluation never ends (``\\boxed{(10^{8})!}``: sympy computes a
-factorial with ~760 million digits). Per-call timeout 5 s. Target: poisoned wall time <= clean + 5 s + 1 s,
+Pathological = answers whose evaluation never ends (``\\boxed{10^{10^{10^{10}}}}``, ``((10^{8})!)!``: sympy
+tries to build numbers with billions of digits). Plain factorials like ``(10^{8})!`` are no longer pathological:
+the hardened ``math`` decides them quickly. Per-call timeout 5 s. Target: poisoned wall time <= clean + 5 s + 1 s,
 every row present with its status, and a clean batch right after is as fast as before with identical results
 (no leftover hung worker eats the CPU, unlike AReaL's AsyncRewardWrapper).
 
@@ -21,10 +22,10 @@ from _common import gsm8k_rows, machine, table, timed
 from rewardflow import Engine, Status
 
 PATHOLOGICAL = [
-    "The answer is \\boxed{(10^{8})!}",
-    "So the final answer is \\boxed{(10^{9})!}",
-    "#### \\boxed{(2 \\cdot 10^{8})!}",
-    "The answer is \\boxed{(10^{8}+1)!}",
+    "The answer is \\boxed{10^{10^{10^{10}}}}",
+    "So the final answer is \\boxed{((10^{8})!)!}",
+    "#### \\boxed{9^{9^{9^{9}}}}",
+    "The answer is \\boxed{((10^{7})!)!}",
 ]
 TIMEOUT = 5.0
 T = TypeVar("T")

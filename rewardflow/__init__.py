@@ -17,6 +17,7 @@ from rewardflow.errors import (
     ModelError,
     RewardFailedError,
     RewardflowError,
+    UndecidedError,
     UnknownRewardError,
 )
 from rewardflow.registry import register, resolve
@@ -45,6 +46,7 @@ __all__ = [
     "Score",
     "Spec",
     "Status",
+    "UndecidedError",
     "UnknownRewardError",
     "__version__",
     "load_spec",

@@ -31,7 +31,7 @@ def test_sleeping_reward_times_out_and_others_finish() -> None:
 
 
 def test_pathological_sympy_input_times_out() -> None:
-    row = {"prompt": "p", "completion": "The answer is \\boxed{(10^{8})!}", "answer": "#### 3"}
+    row = {"prompt": "p", "completion": "The answer is \\boxed{10^{10^{10^{10}}}}", "answer": "#### 3"}
     ok = {"prompt": "p", "completion": "#### 3", "answer": "#### 3"}
     start = time.monotonic()
     with Engine("math", workers=2, timeout=2.0) as engine:

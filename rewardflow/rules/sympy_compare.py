@@ -445,6 +445,8 @@ def _equal_at_points(g: Any, p: Any, symbols: list[Any], tol: Fraction) -> bool:
 def _compare_huge(g: Any, p: Any) -> Verdict:
     """Values too large to compute exactly: unequal if they differ numerically, else refuse to decide."""
     a, b = _to_mpc(g), _to_mpc(p)
-    if a is not None and b is not None and not _close(a, b, _EXACT_TOL):
+    if a is None or b is None:
+        raise UndecidedError("an answer is too large to compare exactly and cannot be evaluated numerically")
+    if not _close(a, b, _EXACT_TOL):
         return Verdict(False, "different value (compared numerically: too large to compare exactly)")
     raise UndecidedError("answers agree to 40 digits but are too large to compare exactly")
