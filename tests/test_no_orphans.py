@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._procs import processes_with, wait_gone
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(
@@ -36,29 +38,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in environ:
-            found.append(int(entry.name))
-    return found
-
-
-def _wait_gone(marker: str, seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    left = _processes_with(marker)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = _processes_with(marker)
-    return left
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("how", ["exit", "ctrl-c", "sigkill"])
 def test_no_child_process_is_left_behind(how: str, tmp_path: Path) -> None:
@@ -79,9 +58,9 @@ def test_no_child_process_is_left_behind(how: str, tmp_path: Path) -> None:
         assert proc.stdout.readline().strip() == "ready"
         # the workers exist and are busy with the hung rewards
         deadline = time.monotonic() + 20
-        while len(_processes_with(marker)) < 3 and time.monotonic() < deadline:
+        while len(processes_with(marker)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(_processes_with(marker)) >= 3  # parent + forkserver + workers
+        assert len(processes_with(marker)) >= 3  # parent + forkserver + workers
         time.sleep(0.5)
         if how == "ctrl-c":
             proc.send_signal(signal.SIGINT)
@@ -91,7 +70,7 @@ def test_no_child_process_is_left_behind(how: str, tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    left = _wait_gone(marker, 15)
+    left = wait_gone(marker, 15)
     assert left == [], f"processes left behind after {how}: {left}"
     if how == "ctrl-c":
         assert proc.returncode != 0

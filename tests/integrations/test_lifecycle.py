@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests._procs import processes_with, wait_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 REWARDS = "tests.integrations._rewards_integrations"
@@ -46,28 +47,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def _wait_gone(marker: str, seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    left = _processes_with(marker)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = _processes_with(marker)
-    return left
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
 def test_no_process_is_left_behind(how: str, tmp_path: Path) -> None:
@@ -95,17 +74,17 @@ def test_no_process_is_left_behind(how: str, tmp_path: Path) -> None:
             proc.kill()
             pytest.fail(f"the trainer script failed: {line}\n{proc.communicate(timeout=30)[1][-3000:]}")
         # four engines' workers (and the hung AReaL call) are running besides the trainer
-        assert len(_processes_with(marker)) >= 5
+        assert len(processes_with(marker)) >= 5
         if how == "sigkill":
             proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) in (0, -signal.SIGKILL)
-        left = _wait_gone(marker, 10)
+        left = wait_gone(marker, 10)
         assert left == [], f"processes left behind: {left}"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-        for pid in _processes_with(marker):
+        for pid in processes_with(marker):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
