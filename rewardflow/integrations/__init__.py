@@ -11,8 +11,7 @@ access, so ``import rewardflow.integrations`` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rewardflow._lazy import lazy_exports
 
 __all__ = ["AsyncRewardWrapper", "make_compute_score", "make_reward_func", "trl_reward"]
 
@@ -24,12 +23,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -14,9 +14,7 @@ so ``import rewardflow`` never imports aiohttp, httpx or jinja2.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from rewardflow._lazy import lazy_exports
 from rewardflow.registry import Entry
 
 _EXTRA = "judge"
@@ -74,14 +72,4 @@ _LAZY = {
 __all__ = ["BUILTINS", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rewardflow.judge' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -17,9 +17,7 @@ of it: the names below are loaded on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from rewardflow._lazy import lazy_exports
 from rewardflow.registry import Entry
 
 __all__ = [
@@ -63,14 +61,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rewardflow.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -8,9 +8,7 @@ that instance pickles into the worker processes. See ``docs/en/builtin-rewards.m
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from rewardflow._lazy import lazy_exports
 from rewardflow.registry import Entry
 
 # Public names, imported on first access so that listing the built-ins stays cheap.
@@ -39,11 +37,7 @@ _LAZY = {
 __all__ = ["BUILTINS", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rewardflow.rules' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 BUILTINS: list[Entry] = [
