@@ -145,12 +145,27 @@ def _progress() -> Progress:
     )
 
 
-def _count_lines(path: Path) -> int | None:
+def _count_lines(path: Path, *, skip_blank: bool) -> int | None:
+    """Lines of a (possibly gzipped) JSONL file, for the progress bar; ``None`` if it cannot be read."""
+    import gzip
+
     try:
-        with path.open("rb") as f:
-            return sum(1 for _ in f)
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
+            return sum(1 for line in f if not skip_blank or line.strip())
     except OSError:
         return None
+
+
+def _engine_for(input: Path, reward: str, workers: int | None, timeout: float | None) -> Any:
+    """Check the input exists and build the engine, or exit with code 2 and a one-line error."""
+    if not input.exists():
+        err.print(f"[red]error:[/red] input file {str(input)!r} does not exist")
+        raise typer.Exit(2)
+    try:
+        return build_engine(reward, workers, timeout)
+    except RewardflowError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
 
 
 def score_stream(
@@ -202,14 +217,7 @@ def score(
     strict: Annotated[bool, typer.Option(help="Exit with code 1 if any row is not ok.")] = False,
 ) -> None:
     """Score every line of INPUT; write the input object plus reward, status, reason, components, latency_ms."""
-    if not input.exists():
-        err.print(f"[red]error:[/red] input file {str(input)!r} does not exist")
-        raise typer.Exit(2)
-    try:
-        engine = build_engine(reward, workers, timeout)
-    except RewardflowError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    engine = _engine_for(input, reward, workers, timeout)
     summary = Summary()
     with (
         engine,
@@ -220,7 +228,7 @@ def score(
             engine,
             src,
             dst,
-            total=_count_lines(input),
+            total=_count_lines(input, skip_blank=False),
             prompt_key=prompt_key,
             completion_key=completion_key,
             summary=summary,
@@ -323,16 +331,9 @@ def eval_command(
     if input is None or reward is None:
         err.print("[red]error:[/red] give INPUT and --reward (or --demo for the embedded GSM8K solutions)")
         raise typer.Exit(2)
-    if not input.exists():
-        err.print(f"[red]error:[/red] input file {str(input)!r} does not exist")
-        raise typer.Exit(2)
-    try:
-        engine = build_engine(reward, workers, timeout)
-    except RewardflowError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    engine = _engine_for(input, reward, workers, timeout)
     with engine, _progress() as progress:
-        task = progress.add_task(f"eval {reward}", total=_count_jsonl_rows(input))
+        task = progress.add_task(f"eval {reward}", total=_count_lines(input, skip_blank=True))
         report = evaluate(
             input,
             reward,
@@ -356,16 +357,6 @@ def eval_command(
         Console().print(_eval_table(report))
     if min_agreement is not None and (report.agreement or 0.0) < min_agreement:
         raise typer.Exit(1)
-
-
-def _count_jsonl_rows(path: Path) -> int | None:
-    import gzip
-
-    try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
-            return sum(1 for line in f if line.strip())
-    except OSError:
-        return None
 
 
 def _eval_table(report: Any) -> Table:
