@@ -12,8 +12,11 @@ both must produce the same scores: checked below). Both run side by side in this
 
 Extra rows: batches of 64 in input order (what batching without sorting costs in padding), and, for context, the
 seed as it was deployed: a per-sample reward in 2 worker processes, each loading its own copy of the model (on
-64 samples). Then the offload lifecycle: onload/offload times and resident memory per mode (on a CPU-only
-machine ``cpu`` mode has nothing to move). Targets: >= 5x samples/s, padding waste <= 15 %.
+64 samples), and the documented ``dtype="bfloat16"`` override on the CPU (different arithmetic, so not the
+headline). Then the compute ceiling: the exact FLOPs of the 512 forward passes (``torch.utils.flop_counter``)
+against this CPU's fp32 matmul rate, i.e. the best speed-up over the seed that *any* implementation doing the
+same fp32 arithmetic could reach here. Last, the offload lifecycle: onload/offload times and resident memory per
+mode (on a CPU-only machine ``cpu`` mode has nothing to move). Targets: >= 5x samples/s, padding waste <= 15 %.
 
     cd bench && python p4_reward_model.py
 """
@@ -104,6 +107,11 @@ def main() -> None:
     in_order, _ = load_rm(token_budget=10**9, max_batch_size=64)
     (_, order_real, order_padded), t_order = timed(lambda: _in_input_order(in_order, samples))
     (workers_n, t_workers) = _seed_in_workers(samples[:WORKER_N])
+    bf16, _ = load_rm(dtype="bfloat16")
+    bf16.score(samples[:8])
+    bf16_scores, t_bf16 = timed(lambda: bf16.score(samples))
+    flops = _seed_flops(samples)
+    peak = _matmul_peak()
 
     diff = max(abs(a - b) for a, b in zip(seed_scores, rm_scores, strict=True))
     t_seed, t_rm = min(seed_times), min(rm_times)
@@ -149,11 +157,28 @@ def main() -> None:
                     "0.0%",
                     str(workers_n),
                 ),
+                (
+                    "context: RewardModel.score, dtype=bfloat16 override",
+                    f"{t_bf16:.2f}",
+                    f"{N / t_bf16:.1f}",
+                    f"{t_seed / t_bf16:.2f}x",
+                    f"{report.padding_waste:.1%}",
+                    str(report.micro_batches),
+                ),
             ]
         )
     )
     print(f"max |seed - rewardflow| score: {diff:.1e} (same model, same inputs; must be < 1e-4: {diff < 1e-4})")
     print(f"model load: seed {seed_load:.2f} s (inside its first call), RewardModel {rm_load:.2f} s (page cache warm)")
+    bf16_diff = max(abs(a - b) for a, b in zip(bf16_scores, rm_scores, strict=True))
+    print(f"bf16 override: max |bf16 - fp32| score {bf16_diff:.1e} (the scale of the scores: {_spread(rm_scores):.1e})")
+    ceiling = peak / (flops / t_seed)
+    print(
+        f"compute ceiling: {flops / N / 1e9:.2f} GFLOP per sample (exact count); seed runs at "
+        f"{flops / t_seed / 1e9:.0f} GFLOP/s, RewardModel.score at {flops / t_rm / 1e9:.0f} GFLOP/s, this CPU's fp32 "
+        f"matmul peak is {peak / 1e9:.0f} GFLOP/s, so no fp32 implementation can beat the seed by more than "
+        f"{ceiling:.2f}x here (>= 5x reachable: {ceiling >= 5})"
+    )
     print(
         f"targets: speed-up {speedup:.2f}x (>= 5x: {speedup >= 5}), "
         f"padding waste {report.padding_waste:.1%} (<= 15 %: {report.padding_waste <= 0.15})"
@@ -181,6 +206,31 @@ def _seed_in_workers(samples: list[Sample]) -> tuple[int, float]:
         results, seconds = timed(lambda: engine.score(samples))
     assert all(r.ok for r in results), results[0].reason
     return len(samples), seconds
+
+
+def _seed_flops(samples: list[Sample]) -> int:
+    """Exact floating-point operations of the seed's 512 forward passes (batching adds only its padding)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        for s in samples:
+            seed_reward(s.prompt, s.completion)
+    return int(counter.get_total_flops())
+
+
+def _matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    """This CPU's fp32 matmul rate in FLOP/s, best of ``repeats``: an upper bound for any forward pass."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = min(timed(lambda: a @ b)[1] for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _spread(scores: list[float]) -> float:
+    return statistics.pstdev(scores)
 
 
 def _fmt(values: list[float]) -> str:

@@ -125,6 +125,8 @@ class Engine:
         concurrency: default in-flight limit for ``async`` rewards without their own.
         retries: retries of a sample whose worker process died (never for exceptions or timeouts).
         max_workers: hard cap on worker processes including spares standing in for hung calls.
+        worker_threads: OpenMP/BLAS/torch threads per worker process; default ``cpus // workers`` unless
+            ``OMP_NUM_THREADS`` is set, ``0`` leaves the libraries' own defaults (oversubscribing the CPUs).
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class Engine:
         retries: int = 1,
         max_workers: int | None = None,
         start_method: str = "forkserver",
+        worker_threads: int | None = None,
     ) -> None:
         from rewardflow.spec import Spec
 
@@ -147,6 +150,7 @@ class Engine:
             timeout = spec.timeout
             concurrency = spec.concurrency
             retries = spec.retries
+            worker_threads = spec.worker_threads
             rewards = spec.components()
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be positive or None, got {timeout}")
@@ -165,6 +169,7 @@ class Engine:
             "retries": retries,
             "max_workers": max_workers,
             "start_method": start_method,
+            "worker_threads": worker_threads,
         }
         self._pool: Any = None
         self._pool_lock = threading.Lock()

@@ -61,6 +61,9 @@ class Spec(BaseModel):
     timeout: float | None = Field(default=10.0, gt=0, description="Default per-call timeout in seconds.")
     concurrency: int = Field(default=64, ge=1, description="Default in-flight limit for async rewards.")
     retries: int = Field(default=1, ge=0, description="Retries of a sample whose worker process died.")
+    worker_threads: int | None = Field(
+        default=None, ge=0, description="OpenMP/BLAS/torch threads per worker; default cpus // workers, 0: no cap."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Spec:

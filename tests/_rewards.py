@@ -63,3 +63,32 @@ def report_pid(completion: str) -> float:
 def areal_positional(prompt, completions, prompt_ids, completion_ids, **data):
     """AReaL's signature, with AReaL's parameter names."""
     return float(completions.strip() == str(data["answer"]))
+
+
+def thread_env(completion: str) -> float:
+    """The worker's thread cap for numeric libraries: the named variable, or -1 when it is unset."""
+    return float(os.environ.get(completion, "-1"))
+
+
+def torch_threads(completion: str) -> float:
+    """torch's intra-op thread count in the worker, torch imported on the first call (the usual lazy case)."""
+    import torch
+
+    return float(torch.get_num_threads())
+
+
+_exit_marker_registered = False
+
+
+def exit_marker(completion: str, marker_dir: str) -> float:
+    """Registers (once per worker) an exit handler that writes a file; scores the worker's pid, or hangs."""
+    global _exit_marker_registered
+    if not _exit_marker_registered:
+        from multiprocessing import util
+
+        util.Finalize(None, Path(marker_dir, str(os.getpid())).touch, exitpriority=10)
+        _exit_marker_registered = True
+    if completion == "hang":
+        Path(marker_dir, "running").touch()
+        time.sleep(60)
+    return float(os.getpid())

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from rewardflow import Engine, Sample, Status
-from rewardflow.errors import ConfigError
+from rewardflow.errors import ConfigError, EngineClosedError
 from rewardflow.executors.process import ProcessPool
 from rewardflow.reward import Reward
 from tests import _rewards
@@ -153,3 +154,78 @@ def test_no_timeout_at_all_still_scores() -> None:
     with Engine(_rewards.sleepy, workers=2, timeout=None) as engine:
         results = engine.score(samples(*["sleep 0.2"] * 6))
     assert [r.status for r in results] == [Status.OK] * 6
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif("OMP_NUM_THREADS" in os.environ, reason="the user's OMP_NUM_THREADS always wins")
+def test_workers_cap_numeric_threads_at_their_share_of_the_cpus() -> None:
+    # N workers each starting one OpenMP thread per CPU oversubscribe the machine N-fold
+    with Engine(_rewards.thread_env, workers=2) as engine:
+        results = engine.score(samples("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"))
+    assert [r.value for r in results] == [float(max(1, _cpus() // 2))] * 3
+    with Engine(_rewards.thread_env, workers=1, worker_threads=3) as engine:
+        assert engine.score(samples("OMP_NUM_THREADS"))[0].value == 3.0
+    with Engine(_rewards.thread_env, workers=1, worker_threads=0) as engine:  # 0: no cap at all
+        assert engine.score(samples("OMP_NUM_THREADS"))[0].value == -1.0
+
+
+def test_a_users_omp_num_threads_is_never_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    # spawn: the worker starts from this process's current environment (a forkserver keeps its own)
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with Engine(_rewards.thread_env, workers=2, worker_threads=1, start_method="spawn") as engine:
+        results = engine.score(samples("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+    assert [r.value for r in results] == [5.0, -1.0]
+
+
+def test_negative_worker_threads_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="worker_threads"):
+        ProcessPool({"len": Reward.wrap(_rewards.length_reward)}, worker_threads=-1)
+
+
+@pytest.mark.skipif("OMP_NUM_THREADS" in os.environ, reason="the user's OMP_NUM_THREADS always wins")
+def test_a_torch_reward_in_a_worker_gets_its_share_of_the_cpus() -> None:
+    pytest.importorskip("torch")
+    with Engine(_rewards.torch_threads, workers=2) as engine:
+        results = engine.score(samples("a", "b"))
+    assert [r.value for r in results] == [float(max(1, _cpus() // 2))] * 2
+    with Engine(_rewards.torch_threads, workers=1, worker_threads=2) as engine:
+        assert engine.score(samples("a"))[0].value == 2.0
+
+
+def test_close_lets_idle_workers_exit_cleanly_and_kills_busy_ones(tmp_path: Path) -> None:
+    # an idle worker runs its exit handlers (no semaphores reported leaked); a busy one may be hung: killed
+    with Engine(_rewards.exit_marker, workers=2, timeout=None) as engine:
+        rows = [Sample("p", c, row={"marker_dir": str(tmp_path)}) for c in ("x", "y", "z", "w")]
+        callers = {int(r.value) for r in engine.score(rows) if r.value is not None}
+        assert callers <= set(engine.pool.pids)
+    assert callers
+    assert {int(p.name) for p in tmp_path.iterdir()} == callers
+
+
+def test_close_kills_a_busy_worker_without_waiting_for_it(tmp_path: Path) -> None:
+    engine = Engine(_rewards.exit_marker, workers=1, timeout=None)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            engine.score([Sample("p", "hang", row={"marker_dir": str(tmp_path)})])
+        except BaseException as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    running = tmp_path / "running"
+    deadline = time.monotonic() + 10
+    while not running.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert running.exists()
+    start = time.monotonic()
+    engine.close()
+    caller.join(timeout=10)
+    assert time.monotonic() - start < 5
+    assert [type(e) for e in raised] == [EngineClosedError]  # the caller is told, not left waiting
+    assert [p.name for p in tmp_path.iterdir()] == ["running"]  # killed: its exit handler never ran

@@ -19,6 +19,8 @@ rewards on untrusted model output:
   it kills that one too it gets ``status=error`` naming the exit code or signal. Deterministic exceptions and
   timeouts are never retried: they would fail the same way again.
 * **Low overhead:** chunks sized to the backlog go out in one message; results come back in batches.
+* **No oversubscription:** each worker caps OpenMP/BLAS/torch threads at ``cpus // workers`` (at least 1) unless
+  the user set ``OMP_NUM_THREADS``; ``worker_threads`` overrides the share, ``0`` turns the cap off.
 * **No process is left behind:** workers are killed on :meth:`ProcessPool.close`, at interpreter exit, and by
   the kernel if the parent dies (``PR_SET_PDEATHSIG``).
 
@@ -34,6 +36,7 @@ import ctypes
 import itertools
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import selectors
 import signal
@@ -177,6 +180,34 @@ def _close_all_at_exit() -> None:
 atexit.register(_close_all_at_exit)
 
 
+def default_worker_threads(workers: int) -> int:
+    """Each worker's share of the CPUs this process may run on, at least one thread."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // workers)
+
+
+def _end(workers: Sequence[_Worker], *, kill: bool, grace: float) -> None:
+    """Kill the workers, or ask them to exit; kill any still alive ``grace`` seconds later; close their pipes."""
+    for w in workers:
+        try:
+            if kill:
+                w.proc.kill()
+            else:
+                w.conn.send(None)
+        except (OSError, ValueError):
+            w.proc.kill()
+    deadline = time.monotonic() + grace
+    for w in workers:
+        w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if w.proc.is_alive():
+            w.proc.kill()
+            w.proc.join(timeout=2.0)
+        w.conn.close()
+
+
 class ProcessPool:
     """Worker processes for sync rewards; see the module docstring for the guarantees."""
 
@@ -190,9 +221,12 @@ class ProcessPool:
         max_chunk: int = 64,
         start_method: str = "forkserver",
         preload: Sequence[str] = (),
+        worker_threads: int | None = None,
     ) -> None:
         if workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
+        if worker_threads is not None and worker_threads < 0:
+            raise ConfigError(f"worker_threads must be >= 0, got {worker_threads}")
         if retries < 0:
             raise ConfigError(f"retries must be >= 0, got {retries}")
         self.workers = workers
@@ -201,6 +235,7 @@ class ProcessPool:
             raise ConfigError("max_workers must be >= workers")
         self.retries = retries
         self.max_chunk = max_chunk
+        self.worker_threads = default_worker_threads(workers) if worker_threads is None else worker_threads or None
         self.stats = PoolStats()
         try:
             self._blob = pickle.dumps(dict(rewards))
@@ -294,7 +329,7 @@ class ProcessPool:
         slot = self._ctx.RawArray(ctypes.c_double, 3)
         proc = self._ctx.Process(
             target=worker_main,
-            args=(child, self._blob, slot),
+            args=(child, self._blob, slot, self.worker_threads),
             name=f"rewardflow-worker-{next(self._ids)}",
             daemon=True,
         )
@@ -307,31 +342,32 @@ class ProcessPool:
         self.stats.spawned += 1
         return worker
 
-    def _retire(self, w: _Worker, kill: bool) -> None:
+    def _detach(self, w: _Worker) -> bool:
+        """Forget a worker (the caller ends it); ``False`` if it was already gone."""
         if w not in self._workers:
-            return
+            return False
         self._workers.remove(w)
         for fileobj in (w.conn, w.proc.sentinel):
             try:
                 self._selector.unregister(fileobj)
             except (KeyError, ValueError, OSError):
                 pass
-        try:
-            if kill:
-                w.proc.kill()
-            else:
-                w.conn.send(None)
-        except (OSError, ValueError):
-            pass
-        w.proc.join(timeout=2.0 if kill else 0.5)
-        if w.proc.is_alive():
-            w.proc.kill()
-            w.proc.join(timeout=2.0)
-        w.conn.close()
+        return True
+
+    def _retire(self, w: _Worker, kill: bool) -> None:
+        if not self._detach(w):
+            return
+        _end([w], kill=kill, grace=2.0 if kill else 0.5)
 
     def _shutdown_workers(self) -> None:
-        for w in list(self._workers):
-            self._retire(w, kill=True)
+        """Ask idle workers to exit and kill busy ones (their call may be hung); kill what is left after 0.5 s.
+
+        A worker that exits by itself runs its exit handlers, so what its reward created (semaphores, temporary
+        files) is cleaned up instead of being reported as leaked by the resource tracker.
+        """
+        workers = [w for w in list(self._workers) if self._detach(w)]
+        _end([w for w in workers if w.busy], kill=True, grace=2.0)
+        _end([w for w in workers if not w.busy], kill=False, grace=0.5)
 
     # ------------------------------------------------------------------ dispatcher loop
 
