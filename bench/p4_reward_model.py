@@ -10,13 +10,14 @@ both must produce the same scores: checked below). Both run side by side in this
 * rewardflow: ``RewardModel.score(samples)``: one call, token-budget micro-batches sorted by length (default
   budget on the CPU: 1024 tokens; the 8192 GPU default is measured too).
 
-Extra rows: batches of 64 in input order (what batching without sorting costs in padding), and, for context, the
+Extra rows: batches of 64 in input order (what batching without sorting costs in padding); for context, the
 seed as it was deployed: a per-sample reward in 2 worker processes, each loading its own copy of the model (on
-64 samples), and the documented ``dtype="bfloat16"`` override on the CPU (different arithmetic, so not the
-headline). Then the compute ceiling: the exact FLOPs of the 512 forward passes (``torch.utils.flop_counter``)
-against this CPU's fp32 matmul rate, i.e. the best speed-up over the seed that *any* implementation doing the
-same fp32 arithmetic could reach here. Last, the offload lifecycle: onload/offload times and resident memory per
-mode (on a CPU-only machine ``cpu`` mode has nothing to move). Targets: >= 5x samples/s, padding waste <= 15 %.
+64 samples), with rewardflow's per-worker thread cap and without it (what a plain process pool does); and the
+documented ``dtype="bfloat16"`` override on the CPU (different arithmetic, so not the headline). Then the
+compute ceiling: the exact FLOPs of the 512 forward passes (``torch.utils.flop_counter``) against this CPU's
+fp32 matmul rate, i.e. the best speed-up over the seed that *any* implementation doing the same fp32
+arithmetic could reach here. Last, the offload lifecycle: onload/offload times and resident memory per mode
+(on a CPU-only machine ``cpu`` mode has nothing to move). Targets: >= 5x samples/s, padding waste <= 15 %.
 
     cd bench && python p4_reward_model.py
 """
@@ -106,7 +107,9 @@ def main() -> None:
     assert big_report is not None
     in_order, _ = load_rm(token_budget=10**9, max_batch_size=64)
     (_, order_real, order_padded), t_order = timed(lambda: _in_input_order(in_order, samples))
-    (workers_n, t_workers) = _seed_in_workers(samples[:WORKER_N])
+    workers_n = WORKER_N
+    t_workers, lat_workers = _seed_in_workers(samples[:WORKER_N], None)
+    t_nocap, lat_nocap = _seed_in_workers(samples[:WORKER_N], 0)
     bf16, _ = load_rm(dtype="bfloat16")
     bf16.score(samples[:8])
     bf16_scores, t_bf16 = timed(lambda: bf16.score(samples))
@@ -158,6 +161,14 @@ def main() -> None:
                     str(workers_n),
                 ),
                 (
+                    "  same, no thread cap (worker_threads=0, as a plain process pool)",
+                    f"{t_nocap:.2f}",
+                    f"{workers_n / t_nocap:.1f}",
+                    f"{(workers_n / t_nocap) / (N / t_seed):.2f}x",
+                    "0.0%",
+                    str(workers_n),
+                ),
+                (
                     "context: RewardModel.score, dtype=bfloat16 override",
                     f"{t_bf16:.2f}",
                     f"{N / t_bf16:.1f}",
@@ -169,6 +180,10 @@ def main() -> None:
         )
     )
     print(f"max |seed - rewardflow| score: {diff:.1e} (same model, same inputs; must be < 1e-4: {diff < 1e-4})")
+    print(
+        f"seed in 2 workers, median call: {lat_workers * 1000:.0f} ms with rewardflow's thread cap "
+        f"(1 torch thread per worker here), {lat_nocap * 1000:.0f} ms without (every worker one thread per CPU)"
+    )
     print(f"model load: seed {seed_load:.2f} s (inside its first call), RewardModel {rm_load:.2f} s (page cache warm)")
     bf16_diff = max(abs(a - b) for a, b in zip(bf16_scores, rm_scores, strict=True))
     print(f"bf16 override: max |bf16 - fp32| score {bf16_diff:.1e} (the scale of the scores: {_spread(rm_scores):.1e})")
@@ -198,14 +213,17 @@ def _in_input_order(rm: RewardModel, samples: list[Sample]) -> tuple[list[float]
     return out, real, padded
 
 
-def _seed_in_workers(samples: list[Sample]) -> tuple[int, float]:
-    """The seed as deployed: a process-kind reward, so each worker process lazily loads its own model copy."""
+def _seed_in_workers(samples: list[Sample], worker_threads: int | None) -> tuple[float, float]:
+    """The seed as deployed: a process-kind reward, so each worker process lazily loads its own model copy.
+
+    Returns the wall time and the median per-call latency (the steady state, model loads aside).
+    """
     from rewardflow import Engine
 
-    with Engine(seed_reward, workers=2, timeout=3600) as engine:
+    with Engine(seed_reward, workers=2, timeout=3600, worker_threads=worker_threads) as engine:
         results, seconds = timed(lambda: engine.score(samples))
     assert all(r.ok for r in results), results[0].reason
-    return len(samples), seconds
+    return seconds, statistics.median(r.latency for r in results)
 
 
 def _seed_flops(samples: list[Sample]) -> int:
