@@ -71,6 +71,7 @@ class ScoreReport:
     real_tokens: int
     padded_tokens: int
     truncated: int  # samples cut to max_length
+    duplicates: int  # samples whose token sequence was already in the call: scored once, copied
     load_s: float  # first-time load done by this call (0.0 when already loaded)
     onload_s: float
     score_s: float
@@ -313,7 +314,7 @@ class ManagedModel:
         """Hold the device and the model for one scoring call; yields a dict the body fills with batch stats."""
         with _device_lock(self.device), self._lock:
             self._check_open()
-            stats: dict[str, Any] = {"plan": MicroBatchPlan((), 0, 0), "truncated": 0}
+            stats: dict[str, Any] = {"plan": MicroBatchPlan((), 0, 0), "truncated": 0, "duplicates": 0}
             start = time.perf_counter()
             if self._state is ModelState.UNLOADED:
                 self._load_locked()
@@ -336,6 +337,7 @@ class ManagedModel:
                     real_tokens=plan.real_tokens,
                     padded_tokens=plan.padded_tokens,
                     truncated=stats["truncated"],
+                    duplicates=stats["duplicates"],
                     load_s=loaded - start,
                     onload_s=onloaded - loaded,
                     score_s=scored - onloaded,
@@ -368,11 +370,28 @@ class ManagedModel:
     def _forward_batches(
         self, encoded: Encoded, forward: Callable[[dict[str, Any]], Any], stats: dict[str, Any]
     ) -> list[Any]:
-        """Run ``forward(inputs) -> tensor[batch, ...]`` over token-budget micro-batches; rows in input order."""
+        """Run ``forward(inputs) -> tensor[batch, ...]`` over token-budget micro-batches; rows in input order.
+
+        Identical token sequences are computed once: a GRPO group often holds several identical completions
+        (short final answers especially), and a frozen model gives them the same score anyway.
+        """
         torch = import_torch()
-        lengths = [len(seq) for seq in encoded.input_ids]
+        first: dict[tuple[tuple[int, ...], tuple[int, ...] | None], int] = {}
+        source: list[int] = []  # for each input, the index of the first identical one
+        for i, seq in enumerate(encoded.input_ids):
+            types = encoded.token_type_ids[i] if encoded.token_type_ids is not None else None
+            key = (tuple(seq), None if types is None else tuple(types))
+            source.append(first.setdefault(key, i))
+        unique = sorted(first.values())
+        lengths = [len(encoded.input_ids[i]) for i in unique]
         plan = plan_micro_batches(lengths, self.token_budget, self.max_batch_size)
         stats["plan"], stats["truncated"] = plan, encoded.truncated
+        stats["duplicates"] = len(source) - len(unique)
+        encoded = Encoded(
+            [encoded.input_ids[i] for i in unique],
+            None if encoded.token_type_ids is None else [encoded.token_type_ids[i] for i in unique],
+            encoded.truncated,
+        )
         left = self._tokenizer.padding_side == "left"
         pad_id = self._tokenizer.pad_token_id
         out: list[Any] = [None] * len(lengths)
@@ -400,4 +419,5 @@ class ManagedModel:
                 rows = forward(inputs).float().cpu()
                 for row, i in enumerate(batch):
                     out[i] = rows[row]
-        return out
+        position = {original: k for k, original in enumerate(unique)}
+        return [out[position[src]] for src in source]

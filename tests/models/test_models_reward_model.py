@@ -47,6 +47,25 @@ def test_batched_scores_equal_unbatched_in_input_order(zoo: dict[str, Path], hea
     assert len({round(s, 4) for s in batched}) > 3  # distinct scores, so an order mix-up would show
 
 
+def test_identical_samples_are_computed_once(zoo: dict[str, Path]) -> None:
+    # a GRPO group: the same prompt, several identical completions
+    rm = RewardModel(str(zoo["token_cls"]), head="token-cls", token_budget=10_000)
+    rows: list[int] = []
+    rm.load()
+    hook = rm._model.register_forward_hook(
+        lambda _m, _args, kwargs, _out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    prompts = [QUESTIONS[0]] * 6 + [QUESTIONS[1]]
+    completions = [COMPLETIONS[0], COMPLETIONS[1], COMPLETIONS[0], COMPLETIONS[0], COMPLETIONS[1], "x", "x"]
+    scores = rm(prompts, completions)
+    hook.remove()
+    assert rm.last_report is not None and rm.last_report.duplicates == 3
+    assert sum(rows) == 4  # four distinct (prompt, completion) pairs went through the model
+    assert scores == pytest.approx(unbatched(rm, prompts, completions), abs=1e-5)
+    assert scores[0] == scores[2] == scores[3] and scores[1] == scores[4]
+    assert scores[5] != pytest.approx(scores[6])  # same completion, another prompt: not a duplicate
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize("model", ["token_cls", "gpt2_token_cls"])  # rotary vs absolute position embeddings
 def test_last_token_read_with_either_padding_side(zoo: dict[str, Path], side: str, model: str) -> None:
