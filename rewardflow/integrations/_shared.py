@@ -25,7 +25,16 @@ from rewardflow.engine import Engine
 from rewardflow.errors import ConfigError
 from rewardflow.types import RewardResult
 
-__all__ = ["SPEC_ENV", "SharedEngines", "build_engine", "engine_key", "log_failures", "shared_engines", "spec_from_env"]
+__all__ = [
+    "SPEC_ENV",
+    "SharedEngines",
+    "build_engine",
+    "engine_key",
+    "log_failures",
+    "refuse_batch_only_rewards",
+    "shared_engines",
+    "spec_from_env",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +68,20 @@ def build_engine(target: Any, **options: Any) -> Engine:
             spec = parse_spec({**spec.model_dump(), **overrides}, "spec")
         return Engine(spec, **rest)
     return Engine(target, **options)
+
+
+def refuse_batch_only_rewards(engine: Engine, caller: str, instead: str) -> None:
+    """Raise :class:`ConfigError` if ``engine`` has a reward that must score whole batches (a reward model).
+
+    For adapters the framework calls once per rollout: a reward model there would run one forward pass and one
+    onload/offload cycle per completion, the pattern rewardflow exists to replace.
+    """
+    names = [c.name for c in engine.components if getattr(c.reward.fn, "per_batch_only", False)]
+    if names:
+        raise ConfigError(
+            f"{caller} scores one rollout at a time, but {', '.join(map(repr, names))} is a model reward that "
+            f"scores whole batches; {instead}"
+        )
 
 
 def engine_key(target: Any, options: dict[str, Any]) -> tuple[Hashable, ...]:

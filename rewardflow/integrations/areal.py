@@ -19,6 +19,10 @@ answer. This wrapper keeps the constructor and the call exactly, and changes wha
   workflows that want to decide themselves;
 * ``max_retries`` now means retries of a sample whose *worker process died* (segfault, OOM killer); timeouts and
   exceptions are not retried, since they would fail the same way again;
+* a model reward (:class:`~rewardflow.models.RewardModel`, ``similarity``) is refused with a
+  :class:`~rewardflow.errors.ConfigError`: this wrapper runs once per rollout, and a reward model belongs in the
+  training step over the whole batch (:func:`rewardflow.models.score_training_batch`), as AReaL's maintainers
+  advise;
 * engines (and their workers) are shared by every wrapper with the same configuration in a process and closed
   at exit, like AReaL's executors shared per ``max_workers``.
 
@@ -36,7 +40,7 @@ from typing import Any
 
 from rewardflow.engine import Engine
 from rewardflow.errors import ConfigError, RewardFailedError
-from rewardflow.integrations._shared import build_engine, engine_key, shared_engines
+from rewardflow.integrations._shared import build_engine, engine_key, refuse_batch_only_rewards, shared_engines
 from rewardflow.reward import Kind
 from rewardflow.types import RewardResult, Sample
 
@@ -105,6 +109,12 @@ class AsyncRewardWrapper:
         }
         self._key = (_ADAPTER, *engine_key(reward_fn, self._options))
         _check_picklable(self.engine)  # fail here, not on every rollout, for a lambda or a local function
+        refuse_batch_only_rewards(
+            self.engine,
+            "AsyncRewardWrapper",
+            "score it over the whole batch in the training step with rewardflow.models.score_training_batch "
+            "(between rollout and advantage computation) and keep rule and judge rewards in this wrapper",
+        )
 
     @property
     def engine(self) -> Engine:

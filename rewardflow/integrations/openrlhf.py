@@ -15,6 +15,10 @@ and the batch goes through a rewardflow engine (parallel worker processes, killa
 the reward as the column ``label_column`` (default ``answer``, what the built-in math rewards read).
 ``extra_logs`` holds one tensor per component (``rewardflow/<name>``).
 
+A model reward (:class:`~rewardflow.models.RewardModel`, ``similarity``) is refused with a
+:class:`~rewardflow.errors.ConfigError`: OpenRLHF calls this function once per sample, which would mean one
+forward pass and one onload/offload cycle per completion.
+
 **A failure raises** :class:`~rewardflow.errors.RewardFailedError`, never a 0: the current executor catches it,
 logs it and leaves that sample's reward empty instead of training on an invented value.
 
@@ -32,7 +36,13 @@ from typing import Any
 
 from rewardflow.engine import Engine
 from rewardflow.errors import MissingDependencyError, RewardFailedError
-from rewardflow.integrations._shared import build_engine, engine_key, shared_engines, spec_from_env
+from rewardflow.integrations._shared import (
+    build_engine,
+    engine_key,
+    refuse_batch_only_rewards,
+    shared_engines,
+    spec_from_env,
+)
 from rewardflow.types import Sample
 
 __all__ = ["DEFAULT_END_MARKERS", "OpenRLHFReward", "make_reward_func", "reward_func", "split_response"]
@@ -92,7 +102,14 @@ class OpenRLHFReward:
                 row[self.label_column] = labels[i]
             response = split_response(queries[i], prompts[i], self.end_markers)
             samples.append(Sample(prompt=prompts[i], completion=response, row=row))
-        results = self.engine.score(samples)
+        engine = self.engine
+        refuse_batch_only_rewards(
+            engine,
+            "OpenRLHF's reward_func (called per sample, or per micro-batch in older versions)",
+            "give the reward model to OpenRLHF itself (--reward_pretrain), or score it over the whole batch in the "
+            "training step with rewardflow.models.score_training_batch",
+        )
+        results = engine.score(samples)
         for r in results:
             if not r.ok:
                 raise RewardFailedError(r, context="OpenRLHF reward_func")

@@ -25,6 +25,10 @@ metrics. rewardflow never picks that number for you.
 
 ``details=True`` returns dicts: ``score``, ``rewardflow_failed`` and one key per component (NaN where a
 component failed), the same keys for every sample as verl requires.
+
+A spec with a model reward (:class:`~rewardflow.models.RewardModel`, ``similarity``) works with the batch form
+only; the per-sample forms refuse it with a :class:`~rewardflow.errors.ConfigError` rather than run one forward
+pass per completion.
 """
 
 from __future__ import annotations
@@ -36,7 +40,13 @@ from typing import Any
 
 from rewardflow.engine import Engine
 from rewardflow.errors import RewardFailedError
-from rewardflow.integrations._shared import build_engine, engine_key, shared_engines, spec_from_env
+from rewardflow.integrations._shared import (
+    build_engine,
+    engine_key,
+    refuse_batch_only_rewards,
+    shared_engines,
+    spec_from_env,
+)
 from rewardflow.types import RewardResult, Sample
 
 __all__ = [
@@ -87,14 +97,14 @@ class VerlReward:
     ) -> float | dict[str, float]:
         """verl's per-sample form (sync)."""
         sample = verl_sample(data_source, solution_str, ground_truth, extra_info, kwargs)
-        return self._finish(self.engine.score([sample])[0], data_source)
+        return self._finish(self._per_sample_engine().score([sample])[0], data_source)
 
     async def compute_score_async(
         self, data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any
     ) -> float | dict[str, float]:
         """verl's per-sample form, awaited on the reward loop's event loop."""
         sample = verl_sample(data_source, solution_str, ground_truth, extra_info, kwargs)
-        return self._finish(await self.engine.ascore_one(sample), data_source)
+        return self._finish(await self._per_sample_engine().ascore_one(sample), data_source)
 
     def compute_score_batch(
         self,
@@ -117,6 +127,15 @@ class VerlReward:
         ]
         results = self.engine.score(samples)
         return [self._finish(r, data_sources[i]) for i, r in enumerate(results)]
+
+    def _per_sample_engine(self) -> Engine:
+        engine = self.engine
+        refuse_batch_only_rewards(
+            engine,
+            "verl's per-sample compute_score",
+            "use compute_score_batch with reward_model.reward_manager=batch, which passes the whole batch",
+        )
+        return engine
 
     def _finish(self, result: RewardResult, data_source: Any) -> float | dict[str, float]:
         if not result.ok and self.failure_score is None:

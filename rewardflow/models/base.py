@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from rewardflow.errors import ConfigError, ModelError
 from rewardflow.models.batching import MicroBatchPlan, plan_micro_batches
@@ -121,6 +121,11 @@ class ManagedModel:
         allow_missing_weights: accept a checkpoint lacking some weights (transformers initializes them at random,
             e.g. a classification head on a base encoder); off, because random weights give random rewards.
     """
+
+    #: Scores whole training batches only. Adapters whose framework calls the reward once per rollout (AReaL's
+    #: ``AsyncRewardWrapper``, verl's per-sample ``compute_score``) refuse such a reward instead of running one
+    #: forward pass and one onload/offload cycle per completion. Read by duck typing, so they need no torch.
+    per_batch_only: ClassVar[bool] = True
 
     def __init__(
         self,

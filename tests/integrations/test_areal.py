@@ -163,3 +163,13 @@ def test_sample_binding_of_areal_arguments() -> None:
 def test_default_worker_count_follows_areal(cpus: int, devices: list[str], expected: int) -> None:
     assert workers_for(cpus, ["null", "tty", *devices]) == expected
     assert default_max_workers() >= 1
+
+
+def test_a_model_reward_is_refused_per_rollout() -> None:
+    # a reward model scores the training batch in the training step, never once per rollout
+    pytest.importorskip("torch")
+    from rewardflow.spec import RewardSpec, Spec
+
+    spec = Spec(rewards=[RewardSpec(reward=f"{R.__name__}:exact"), RewardSpec(name="sim", reward="similarity")])
+    with pytest.raises(ConfigError, match=r"'sim' is a model reward .*score_training_batch"):
+        AsyncRewardWrapper(spec, max_workers=1)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import rewardflow.integrations.openrlhf as openrlhf_adapter
-from rewardflow.errors import RewardFailedError
+from rewardflow.errors import ConfigError, RewardFailedError
 from rewardflow.integrations.openrlhf import make_reward_func, split_response
 from tests.integrations import _rewards_integrations as R
 
@@ -110,3 +110,11 @@ def test_failure_raises_never_zero(exact_spec: Path) -> None:
 )
 def test_split_response(query: str, prompt: str, expected: str) -> None:
     assert split_response(query, prompt) == expected
+
+
+def test_a_model_reward_is_refused(tmp_path: Path) -> None:
+    # OpenRLHF calls reward_func once per sample: a reward model there would run one forward pass per completion
+    spec = tmp_path / "rm.yaml"
+    spec.write_text("rewards:\n  - name: sim\n    reward: similarity\n")
+    with pytest.raises(ConfigError, match="reward_pretrain"):
+        make_reward_func(spec)(["q 18"], ["q "], ["18"])

@@ -184,3 +184,24 @@ def test_async_variant_is_awaited_on_the_trainers_loop_thread() -> None:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
         fn.close()
+
+
+def test_a_model_reward_scores_the_whole_batch(tmp_path: Path) -> None:
+    # TRL hands the reward the whole generation batch: one model call, then the model is offloaded again
+    pytest.importorskip("torch")
+    spec = tmp_path / "rm.yaml"
+    spec.write_text("rewards:\n  - name: sim\n    reward: similarity\n")
+    fn = trl_reward(spec)
+    try:
+        out = fn(
+            prompts=["How much does Janet make?"] * 3,
+            completions=["She earns 18 dollars every day.", "The capital of France is Paris.", "She makes $18 daily."],
+            completion_ids=[[1], [2], [3]],
+            **trl_kwargs(answer=["She makes 18 dollars a day."] * 3),
+        )
+        model = fn.engine.components[0].reward.fn
+        report = model.last_report
+        assert model.load_count == 1 and report.samples == 4  # one call: 3 completions + their shared reference
+    finally:
+        fn.close()
+    assert out[0] > out[1] and out[2] > out[1]

@@ -179,3 +179,16 @@ def test_module_reloaded_by_verl_is_a_plain_module(spec_env: Path) -> None:
     from rewardflow.integrations._shared import shared_engines
 
     assert len(shared_engines) == 0
+
+
+def test_a_model_reward_needs_the_batch_form(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    spec = tmp_path / "rm.yaml"
+    spec.write_text("rewards:\n  - name: sim\n    reward: similarity\n    params: {reference: ground_truth}\n")
+    with pytest.raises(ConfigError, match="compute_score_batch"):
+        make_compute_score(spec)("gsm8k", "The answer is 18.", "18")
+    with pytest.raises(ConfigError, match="compute_score_batch"):
+        asyncio.run(make_compute_score(spec, form="async")("gsm8k", "The answer is 18.", "18"))
+    golds = ["She makes 18 dollars a day."] * 2
+    scores = make_compute_score(spec, form="batch")(["gsm8k"] * 2, ["She earns 18 dollars daily.", "Paris"], golds)
+    assert len(scores) == 2 and scores[0] > scores[1]  # the batch form scores it, whole
