@@ -6,11 +6,16 @@ trainers use for the frozen reference model). So :class:`RewardModel` is a ``bat
 once with every prompt and completion of the batch; one call loads the model on first use (thread-safe), puts it
 on the device, scores in token-budget micro-batches and offloads it (:mod:`rewardflow.models.base`).
 
-Two kinds of heads:
+Three kinds of heads:
 
 * ``seq-cls``: ``AutoModelForSequenceClassification`` (the model pools its last non-padding token itself);
 * ``token-cls``: ``AutoModelForTokenClassification``, read at the last non-padding token of each sequence, which
-  is how AReaL's reward models (and value heads saved as token classifiers) are scored.
+  is how AReaL's reward models are scored;
+* ``value-head``: a base model (``AutoModel``) plus a linear value head stored under its own name in the same
+  safetensors file, read at the last non-padding token: OpenRLHF's reward models (``value_head``, or ``score``
+  in recent versions; ``normalize=True`` applies the ``mean``/``std`` saved in their config, as OpenRLHF's
+  ``--normalize_reward`` does) and TRL's ``AutoModelForCausalLMWithValueHead`` (``v_head.summary``). The head is
+  found by name, or given with ``value_head=``.
 
 The score is one logit (``score_index`` or the label name ``score_label``), optionally through a sigmoid or a
 softmax over the labels. Inputs are rebuilt with the reward model's chat template when it has one
@@ -43,7 +48,10 @@ _HEADS = {
     "sequence-classification": "seq-cls",
     "token-cls": "token-cls",
     "token-classification": "token-cls",
+    "value-head": "value-head",
 }
+#: Where value heads live in the checkpoints of the trainers that write them (tried in this order).
+VALUE_HEAD_NAMES = ("value_head", "v_head.summary", "score")
 _TRANSFORMS = (None, "sigmoid", "softmax")
 
 
@@ -52,13 +60,17 @@ class RewardModel(ManagedModel):
 
     Args:
         path: local checkpoint directory (safetensors). Configuration only, never a dataset column.
-        head: ``"seq-cls"`` or ``"token-cls"`` (scored at the last non-padding token).
+        head: ``"seq-cls"``, ``"token-cls"`` or ``"value-head"`` (both scored at the last non-padding token).
         score_index: which logit is the reward; default 0 for single-output models, required otherwise
             (or give ``score_label``).
         score_label: the label name of that logit in the model config (``"positive"``, ``"LABEL_1"``...).
         transform: ``None`` (raw logit), ``"sigmoid"`` or ``"softmax"`` (probability of that label).
         num_labels: override the config's number of outputs; only meaningful for a head the checkpoint lacks
             (``allow_missing_weights=True``: a base encoder with a fresh head, for benchmarks and tests).
+        value_head: for ``head="value-head"``, the head's name in the checkpoint (``"value_head"``...); default:
+            the first of :data:`VALUE_HEAD_NAMES` present.
+        normalize: for ``head="value-head"``, return ``(score - mean) / std`` with the ``mean`` and ``std`` saved
+            in the checkpoint's config (OpenRLHF's reward normalization).
         policy_tokenizer: local directory of the policy's tokenizer, when its chat template rendered the prompts
             and differs from the reward model's: prompts are stripped of it and re-rendered.
         timeout: default engine timeout for one batch call, in seconds (the spec's ``timeout`` overrides it).
@@ -77,6 +89,8 @@ class RewardModel(ManagedModel):
         score_label: str | None = None,
         transform: str | None = None,
         num_labels: int | None = None,
+        value_head: str | None = None,
+        normalize: bool = False,
         policy_tokenizer: str | None = None,
         timeout: float | None = 600.0,
         device: Any = None,
@@ -98,6 +112,8 @@ class RewardModel(ManagedModel):
             raise ConfigError(f"bad transform {transform!r}; use None, 'sigmoid' or 'softmax'")
         if num_labels is not None and num_labels < 1:
             raise ConfigError(f"num_labels must be >= 1, got {num_labels}")
+        if (value_head is not None or normalize) and _HEADS.get(head) != "value-head":
+            raise ConfigError("value_head and normalize apply to head='value-head' only")
         if policy_tokenizer is not None and not Path(policy_tokenizer).expanduser().is_dir():
             raise ModelError(f"policy_tokenizer {policy_tokenizer!r} is not a local directory")
         super().__init__(
@@ -118,9 +134,14 @@ class RewardModel(ManagedModel):
         self.score_label = score_label
         self.transform = transform
         self.num_labels = num_labels
+        self.value_head = value_head
+        self.normalize = bool(normalize)
         self.policy_tokenizer = policy_tokenizer
         self.__rewardflow__ = RewardOptions(name="reward_model", kind=Kind.BATCH, timeout=timeout)
         self._index = 0
+        self._head: Any = None  # the value head module (head="value-head")
+        self._shift = 0.0  # normalize: (score - shift) / scale
+        self._scale = 1.0
         self._template: ChatTemplate | None = None
 
     # ------------------------------------------------------------------ the reward
@@ -180,21 +201,80 @@ class RewardModel(ManagedModel):
 
     def _load(self) -> tuple[Any, Any, set[str]]:
         transformers = import_transformers()
-        auto = (
-            transformers.AutoModelForSequenceClassification
-            if self.head == "seq-cls"
-            else transformers.AutoModelForTokenClassification
-        )
+        autos = {
+            "seq-cls": transformers.AutoModelForSequenceClassification,
+            "token-cls": transformers.AutoModelForTokenClassification,
+            "value-head": transformers.AutoModel,
+        }
         tokenizer = load_tokenizer(self.checkpoint, trust_remote_code=self.trust_remote_code)
-        extra = {} if self.num_labels is None else {"num_labels": self.num_labels}
+        extra = {} if self.num_labels is None or self.head == "value-head" else {"num_labels": self.num_labels}
         model, missing = load_pretrained(
-            auto, self.checkpoint, dtype=self.dtype, trust_remote_code=self.trust_remote_code, **extra
+            autos[self.head], self.checkpoint, dtype=self.dtype, trust_remote_code=self.trust_remote_code, **extra
         )
+        if self.head == "value-head":
+            self._head = self._attach_value_head(model)
         return model, tokenizer, missing
+
+    def _attach_value_head(self, model: Any) -> Any:
+        """Read the value head's weights from the checkpoint and attach it to the base model under its own name.
+
+        Attached under the checkpoint's name, the head moves with the model on onload/offload and ``release``
+        mode finds its weights in the file like any other tensor.
+        """
+        torch = import_torch()
+        from safetensors import safe_open
+
+        tensors: dict[str, Any] = {}
+        for file in self.checkpoint.files:
+            with safe_open(str(file), framework="pt") as handle:
+                tensors.update((key, file) for key in handle.keys())
+        names = (self.value_head,) if self.value_head is not None else VALUE_HEAD_NAMES
+        name = next((n for n in names if f"{n}.weight" in tensors), None)
+        if name is None:
+            raise ModelError(
+                f"no value head in {str(self.checkpoint.directory)!r}: none of "
+                f"{', '.join(n + '.weight' for n in names)} is in its safetensors files; name it with value_head="
+            )
+
+        def read(key: str) -> Any:
+            with safe_open(str(tensors[key]), framework="pt") as handle:
+                return handle.get_tensor(key)
+
+        weight = read(f"{name}.weight")
+        if weight.dim() == 1:
+            weight = weight.unsqueeze(0)
+        hidden = int(getattr(model.config, "hidden_size", weight.shape[-1]))
+        if weight.dim() != 2 or weight.shape[1] != hidden:
+            raise ModelError(f"value head {name!r} has shape {tuple(weight.shape)}, expected (outputs, {hidden})")
+        bias = read(f"{name}.bias") if f"{name}.bias" in tensors else None
+        head = torch.nn.Linear(hidden, weight.shape[0], bias=bias is not None, dtype=self.dtype)
+        with torch.no_grad():
+            head.weight.copy_(weight)
+            if bias is not None:
+                head.bias.copy_(bias.reshape(-1))
+        head.requires_grad_(False)
+        parent = model
+        *path, leaf = name.split(".")
+        for part in path:  # "v_head.summary": a container module "v_head" holding the linear "summary"
+            child = getattr(parent, part, None)
+            if child is None:
+                child = torch.nn.Module()
+                parent.add_module(part, child)
+            parent = child
+        parent.add_module(leaf, head)
+        if self.normalize:
+            mean, std = getattr(model.config, "mean", None), getattr(model.config, "std", None)
+            if not isinstance(mean, (int, float)) or not isinstance(std, (int, float)) or std <= 0:
+                raise ModelError(
+                    f"normalize=True needs numeric 'mean' and a positive 'std' in the config of "
+                    f"{str(self.checkpoint.directory)!r} (found mean={mean!r}, std={std!r})"
+                )
+            self._shift, self._scale = float(mean), float(std)
+        return head
 
     def _after_load(self) -> None:
         config = self._model.config
-        num_labels = int(config.num_labels)
+        num_labels = int(self._head.out_features if self._head is not None else config.num_labels)
         if self.score_label is not None:
             label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
             if self.score_label not in label2id:
@@ -227,16 +307,25 @@ class RewardModel(ManagedModel):
         return self._encode([p for p, _ in inputs], [c for _, c in inputs])
 
     def _forward(self, inputs: dict[str, Any]) -> Any:
-        torch = import_torch()
-        logits = self._model(**inputs).logits
-        if self.head == "token-cls":
-            mask = inputs["attention_mask"]
-            positions = torch.arange(mask.shape[1], device=mask.device)
-            last = (positions * mask).argmax(-1)  # the last attended position, whichever side the padding is on
-            logits = logits[torch.arange(logits.shape[0], device=logits.device), last]
+        if self.head == "value-head":
+            hidden = self._model(**inputs).last_hidden_state
+            logits = self._head(self._at_last_token(hidden, inputs["attention_mask"]))
+            logits = (logits.float() - self._shift) / self._scale
+        else:
+            logits = self._model(**inputs).logits
+            if self.head == "token-cls":
+                logits = self._at_last_token(logits, inputs["attention_mask"])
         logits = logits.float()
         if self.transform == "sigmoid":
             logits = logits.sigmoid()
         elif self.transform == "softmax":
             logits = logits.softmax(-1)
         return logits[:, self._index]
+
+    @staticmethod
+    def _at_last_token(values: Any, mask: Any) -> Any:
+        """``values[b, t]`` at each row's last attended position, whichever side the padding is on."""
+        torch = import_torch()
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = (positions * mask).argmax(-1)
+        return values[torch.arange(values.shape[0], device=values.device), last]

@@ -108,6 +108,48 @@ def build_gpt2(directory: Path, tokenizer: object) -> Path:
     return directory
 
 
+def build_value_head_checkpoint(directory: Path, tokenizer: object, *, style: str) -> Path:
+    """A tiny Llama saved the way trainers with value heads save reward models, written with safetensors directly.
+
+    ``openrlhf``: the base model under ``model.`` plus ``value_head.weight`` (no bias), and the reward ``mean`` and
+    ``std`` in config.json. ``trl``: a causal LM (``lm_head`` included) plus ``v_head.summary.weight`` and ``.bias``.
+    """
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
+
+    extra = {"mean": 0.5, "std": 2.0, "normalize_reward": True} if style == "openrlhf" else {}
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **extra,
+    )
+    torch.manual_seed(1)
+    model = LlamaModel(config) if style == "openrlhf" else LlamaForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if style == "openrlhf":
+        state = {f"model.{k}": v for k, v in state.items()}
+        state["value_head.weight"] = torch.randn(1, 32)
+    else:
+        state["v_head.summary.weight"] = torch.randn(1, 32)
+        state["v_head.summary.bias"] = torch.tensor([0.25])
+    directory.mkdir(parents=True)
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every generated checkpoint, by role."""
@@ -133,6 +175,8 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "plain_seq_cls": build_llama(root / "plain-seq-cls", plain_tok, head="seq-cls"),
         "base": build_llama(root / "base", rm_tok, head="base"),
         "wide": build_llama(root / "wide", rm_tok, head="token-cls", wide=True),
+        "openrlhf_rm": build_value_head_checkpoint(root / "openrlhf-rm", rm_tok, style="openrlhf"),
+        "trl_value_head": build_value_head_checkpoint(root / "trl-value-head", rm_tok, style="trl"),
     }
     pickled = root / "pickle-only"
     pickled.mkdir()

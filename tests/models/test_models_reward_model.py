@@ -6,9 +6,10 @@ import pickle
 from pathlib import Path
 
 import pytest
+import torch
 
 from rewardflow import Engine, Kind, ModelError, RewardSpec, Spec, reward
-from rewardflow.errors import InputError
+from rewardflow.errors import ConfigError, InputError
 from rewardflow.models import RewardModel
 
 QUESTIONS = [
@@ -45,6 +46,58 @@ def test_batched_scores_equal_unbatched_in_input_order(zoo: dict[str, Path], hea
     assert report.micro_batches > 1  # the small budget forces several micro-batches, out of input order
     assert batched == pytest.approx(unbatched(rm, QUESTIONS, COMPLETIONS), abs=1e-5)
     assert len({round(s, 4) for s in batched}) > 3  # distinct scores, so an order mix-up would show
+
+
+def value_head_reference(path: Path, rm: RewardModel, prompts: list[str], completions: list[str]) -> list[float]:
+    """Each sample alone, computed by hand: the base model's last hidden state at the last token, times the head."""
+    from safetensors import safe_open
+    from transformers import AutoTokenizer, LlamaModel
+
+    base = LlamaModel.from_pretrained(str(path)).eval()
+    tok = AutoTokenizer.from_pretrained(str(path))
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        name = "value_head" if "value_head.weight" in f.keys() else "v_head.summary"
+        weight = f.get_tensor(f"{name}.weight")[0]
+        bias = f.get_tensor(f"{name}.bias")[0] if f"{name}.bias" in f.keys() else 0.0
+    out = []
+    for text in rm.inputs(prompts, completions):
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            hidden = base(input_ids=ids).last_hidden_state[0, -1]
+        out.append(float(hidden @ weight + bias))
+    return out
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("style", ["openrlhf_rm", "trl_value_head"])
+def test_value_head_checkpoints_of_openrlhf_and_trl(zoo: dict[str, Path], style: str, side: str) -> None:
+    rm = RewardModel(str(zoo[style]), head="value-head", padding_side=side, token_budget=96)
+    scores = rm(QUESTIONS, COMPLETIONS)
+    assert rm.last_report is not None and rm.last_report.micro_batches > 1
+    assert scores == pytest.approx(value_head_reference(zoo[style], rm, QUESTIONS, COMPLETIONS), abs=1e-5)
+    assert len({round(s, 4) for s in scores}) > 3
+
+
+def test_value_head_normalization_and_errors(zoo: dict[str, Path]) -> None:
+    raw = RewardModel(str(zoo["openrlhf_rm"]), head="value-head")(QUESTIONS, COMPLETIONS)
+    normalized = RewardModel(str(zoo["openrlhf_rm"]), head="value-head", normalize=True)(QUESTIONS, COMPLETIONS)
+    assert normalized == pytest.approx([(r - 0.5) / 2.0 for r in raw], abs=1e-6)  # the config's mean and std
+    with pytest.raises(ModelError, match="needs numeric 'mean'"):
+        RewardModel(str(zoo["trl_value_head"]), head="value-head", normalize=True)(QUESTIONS, COMPLETIONS)
+    with pytest.raises(ModelError, match="no value head"):
+        RewardModel(str(zoo["base"]), head="value-head")(QUESTIONS, COMPLETIONS)
+    with pytest.raises(ModelError, match="no value head"):
+        RewardModel(str(zoo["openrlhf_rm"]), head="value-head", value_head="critic")(QUESTIONS, COMPLETIONS)
+    with pytest.raises(ConfigError, match="head='value-head' only"):
+        RewardModel(str(zoo["token_cls"]), head="token-cls", normalize=True)
+
+
+def test_value_head_is_released_and_restored_from_the_file(zoo: dict[str, Path]) -> None:
+    rm = RewardModel(str(zoo["trl_value_head"]), head="value-head", offload="release")
+    first = rm(QUESTIONS, COMPLETIONS)
+    in_file = {name for slot in rm.weights._slots if slot.file is not None for name in slot.names}
+    assert {"v_head.summary.weight", "v_head.summary.bias"} <= in_file  # dropped on offload like the rest
+    assert rm(QUESTIONS, COMPLETIONS) == first  # reloaded from model.safetensors, bit for bit
 
 
 def test_identical_samples_are_computed_once(zoo: dict[str, Path]) -> None:
