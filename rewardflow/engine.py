@@ -150,7 +150,7 @@ class Engine:
             timeout = spec.timeout
             concurrency = spec.concurrency
             retries = spec.retries
-            worker_threads = spec.worker_threads
+            worker_threads = spec.worker_threads if spec.worker_threads is not None else worker_threads
             rewards = spec.components()
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be positive or None, got {timeout}")

@@ -229,3 +229,15 @@ def test_close_kills_a_busy_worker_without_waiting_for_it(tmp_path: Path) -> Non
     assert time.monotonic() - start < 5
     assert [type(e) for e in raised] == [EngineClosedError]  # the caller is told, not left waiting
     assert [p.name for p in tmp_path.iterdir()] == ["running"]  # killed: its exit handler never ran
+
+
+@pytest.mark.skipif("OMP_NUM_THREADS" in os.environ, reason="the user's OMP_NUM_THREADS always wins")
+def test_worker_threads_from_a_spec_and_an_adapter_override() -> None:
+    from rewardflow.integrations._shared import build_engine
+    from rewardflow.spec import RewardSpec, Spec
+
+    spec = Spec(workers=1, worker_threads=2, rewards=[RewardSpec(reward=f"{_rewards.__name__}:thread_env")])
+    with Engine(spec) as engine:
+        assert engine.score(samples("OMP_NUM_THREADS"))[0].value == 2.0
+    with build_engine(spec, worker_threads=3) as engine:  # what an adapter's engine option does
+        assert engine.score(samples("OMP_NUM_THREADS"))[0].value == 3.0

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 SPEC_ENV = "REWARDFLOW_SPEC"
 
 _SPEC_SUFFIXES = (".yaml", ".yml")
-_SPEC_FIELDS = frozenset({"workers", "timeout", "concurrency", "retries"})
+_SPEC_FIELDS = frozenset({"workers", "timeout", "concurrency", "retries", "worker_threads"})
 
 
 def is_spec_path(target: Any) -> bool:
@@ -53,8 +53,8 @@ def is_spec_path(target: Any) -> bool:
 def build_engine(target: Any, **options: Any) -> Engine:
     """An engine for whatever an adapter was given: a spec (object or YAML path), or anything ``Engine`` takes.
 
-    For a spec, ``workers``/``timeout``/``concurrency``/``retries`` override the spec's engine-level values
-    (per-reward settings in the spec still win); other options go to :class:`Engine` unchanged.
+    For a spec, ``workers``/``timeout``/``concurrency``/``retries``/``worker_threads`` override the spec's
+    engine-level values (per-reward settings in the spec still win); other options go to :class:`Engine` unchanged.
     """
     from rewardflow.spec import Spec, load_spec, parse_spec
 
