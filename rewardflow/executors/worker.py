@@ -16,7 +16,7 @@ per-sample cost small (on 2 cores the parent's CPU is the second core's budget):
 
 Each worker caps the thread pools of numeric libraries (OpenMP, MKL, OpenBLAS, torch) at its share of the CPUs,
 unless the user set them: N workers that each start one thread per CPU oversubscribe the machine N-fold, and
-OpenMP's spinning threads then slow a torch reward 3-15x (measured in bench/p4: 170-910 ms instead of 60 ms
+OpenMP's spinning threads then slow a torch reward 3-15x (measured in bench/p4: 160-910 ms instead of 60 ms
 per MiniLM forward pass with 2 workers on 2 cores).
 
 The worker ignores SIGINT (Ctrl-C is the parent's to handle; the parent then kills its workers) and asks the
