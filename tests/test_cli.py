@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from rewardflow.cli import app
@@ -64,6 +65,30 @@ def test_score_to_stdout_with_a_spec(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["reward"] for r in rows] == [1.5, 0.0]
     assert rows[0]["components"] == {"acc": 1.0, "math": 1.0}
+
+
+def test_score_with_a_model_reward_in_the_spec(tmp_path: Path) -> None:
+    # a reward model composes with a rule in the CLI too; malformed lines still get their own row
+    pytest.importorskip("torch")
+    src = tmp_path / "in.jsonl"
+    rows_in = [
+        {"prompt": "Janet's eggs?", "completion": "She earns 18 dollars a day. #### 18", "answer": "#### 18"},
+        {"prompt": "Janet's eggs?", "completion": "Paris is the capital of France. #### 18", "answer": "#### 18"},
+    ]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "rewards:\n  - reward: gsm8k\n    name: acc\n"
+        "  - reward: similarity\n    name: sim\n    params: {reference: gold}\n"
+    )
+    for row in rows_in:
+        row["gold"] = "She makes 18 dollars every day."
+    src.write_text("\n".join([json.dumps(rows_in[0]), "{bad", json.dumps(rows_in[1])]) + "\n")
+    result = runner.invoke(app, ["score", str(src), "--reward", str(spec)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["status"] for r in rows] == ["ok", "error", "ok"]
+    assert rows[0]["components"]["acc"] == rows[2]["components"]["acc"] == 1.0
+    assert rows[0]["components"]["sim"] > rows[2]["components"]["sim"]  # the paraphrase is closer to the gold
 
 
 def test_strict_mode_and_errors(tmp_path: Path) -> None:
