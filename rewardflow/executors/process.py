@@ -21,8 +21,9 @@ rewards on untrusted model output:
 * **Low overhead:** chunks sized to the backlog go out in one message; results come back in batches.
 * **No oversubscription:** each worker caps OpenMP/BLAS/torch threads at ``cpus // workers`` (at least 1) unless
   the user set ``OMP_NUM_THREADS``; ``worker_threads`` overrides the share, ``0`` turns the cap off.
-* **No process is left behind:** workers are killed on :meth:`ProcessPool.close`, at interpreter exit, and by
-  the kernel if the parent dies (``PR_SET_PDEATHSIG``).
+* **No process is left behind:** on :meth:`ProcessPool.close` and at interpreter exit, idle workers are asked to
+  exit (so their exit handlers run) and busy ones are killed, as is any worker still alive 0.5 s later; the
+  kernel kills them if the parent dies (``PR_SET_PDEATHSIG``).
 
 Workers are started with the ``forkserver`` method by default (fork from a clean, preloaded server: no threads or
 CUDA state inherited, and a replacement starts in milliseconds). Scripts using it need the usual
