@@ -247,7 +247,8 @@ class RewardModel(ManagedModel):
         if weight.dim() != 2 or weight.shape[1] != hidden:
             raise ModelError(f"value head {name!r} has shape {tuple(weight.shape)}, expected (outputs, {hidden})")
         bias = read(f"{name}.bias") if f"{name}.bias" in tensors else None
-        head = torch.nn.Linear(hidden, weight.shape[0], bias=bias is not None, dtype=self.dtype)
+        dtype = next(model.parameters()).dtype  # the base model's, also when the dtype was "auto"
+        head = torch.nn.Linear(hidden, weight.shape[0], bias=bias is not None, dtype=dtype)
         with torch.no_grad():
             head.weight.copy_(weight)
             if bias is not None:

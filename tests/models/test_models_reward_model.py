@@ -78,6 +78,15 @@ def test_value_head_checkpoints_of_openrlhf_and_trl(zoo: dict[str, Path], style:
     assert len({round(s, 4) for s in scores}) > 3
 
 
+def test_value_head_follows_the_models_dtype(zoo: dict[str, Path]) -> None:
+    fp32 = RewardModel(str(zoo["trl_value_head"]), head="value-head")(QUESTIONS, COMPLETIONS)
+    bf16 = RewardModel(str(zoo["trl_value_head"]), head="value-head", dtype="bfloat16")
+    assert bf16(QUESTIONS, COMPLETIONS) == pytest.approx(fp32, abs=0.1)  # bf16 arithmetic, same model
+    assert bf16._head.weight.dtype == torch.bfloat16
+    auto = RewardModel(str(zoo["trl_value_head"]), head="value-head", dtype="auto")
+    assert auto(QUESTIONS, COMPLETIONS) == pytest.approx(fp32, abs=1e-5)  # the checkpoint is fp32
+
+
 def test_value_head_normalization_and_errors(zoo: dict[str, Path]) -> None:
     raw = RewardModel(str(zoo["openrlhf_rm"]), head="value-head")(QUESTIONS, COMPLETIONS)
     normalized = RewardModel(str(zoo["openrlhf_rm"]), head="value-head", normalize=True)(QUESTIONS, COMPLETIONS)
