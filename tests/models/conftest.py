@@ -54,11 +54,11 @@ def build_tokenizer(directory: Path, *, vocab_size: int, specials: list[str], te
     return fast
 
 
-def build_llama(directory: Path, tokenizer: object, *, head: str, num_labels: int = 1, wide: bool = False, **extra):
-    """A tiny Llama with a classification head, random but seeded, saved as safetensors next to its tokenizer."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification, LlamaForTokenClassification, LlamaModel
+def tiny_llama_config(tokenizer: object, *, wide: bool = False, **extra: object) -> object:
+    """A 2-layer Llama config sized for tests (``wide``: big enough for memory to be measurable)."""
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=256 if wide else 32,
         intermediate_size=8192 if wide else 64,
@@ -69,15 +69,26 @@ def build_llama(directory: Path, tokenizer: object, *, head: str, num_labels: in
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        num_labels=num_labels,
         **extra,
     )
-    classes = {"token-cls": LlamaForTokenClassification, "seq-cls": LlamaForSequenceClassification, "base": LlamaModel}
-    torch.manual_seed(0)
-    model = classes[head](config)
-    with torch.no_grad():  # a visible spread of scores, not values all near zero
+
+
+def randomize(model: object, seed: int) -> object:
+    """Seeded weights with a visible spread of scores, not values all near zero."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
+    return model
+
+
+def build_llama(directory: Path, tokenizer: object, *, head: str, num_labels: int = 1, wide: bool = False, **extra):
+    """A tiny Llama with a classification head, random but seeded, saved as safetensors next to its tokenizer."""
+    from transformers import LlamaForSequenceClassification, LlamaForTokenClassification, LlamaModel
+
+    config = tiny_llama_config(tokenizer, wide=wide, num_labels=num_labels, **extra)
+    classes = {"token-cls": LlamaForTokenClassification, "seq-cls": LlamaForSequenceClassification, "base": LlamaModel}
+    model = randomize(classes[head](config), seed=0)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
@@ -98,11 +109,7 @@ def build_gpt2(directory: Path, tokenizer: object) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    torch.manual_seed(0)
-    model = GPT2ForTokenClassification(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
+    model = randomize(GPT2ForTokenClassification(config), seed=0)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
@@ -115,27 +122,11 @@ def build_value_head_checkpoint(directory: Path, tokenizer: object, *, style: st
     ``std`` in config.json. ``trl``: a causal LM (``lm_head`` included) plus ``v_head.summary.weight`` and ``.bias``.
     """
     from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
+    from transformers import LlamaForCausalLM, LlamaModel
 
     extra = {"mean": 0.5, "std": 2.0, "normalize_reward": True} if style == "openrlhf" else {}
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **extra,
-    )
-    torch.manual_seed(1)
-    model = LlamaModel(config) if style == "openrlhf" else LlamaForCausalLM(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
+    config = tiny_llama_config(tokenizer, **extra)
+    model = randomize(LlamaModel(config) if style == "openrlhf" else LlamaForCausalLM(config), seed=1)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     if style == "openrlhf":
         state = {f"model.{k}": v for k, v in state.items()}
