@@ -34,6 +34,7 @@ from _common import gsm8k_rows, machine, table, timed
 
 from rewardflow import Engine
 from rewardflow.registry import resolve
+from rewardflow.rules import BUILTINS
 from rewardflow.rules.math import gsm8k_gold
 
 PARAMS: dict[str, dict[str, Any]] = {
@@ -167,20 +168,8 @@ def main() -> None:
     parser.add_argument("--only", default="")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved slices (evens out load drift)")
     args = parser.parse_args()
-    names = [
-        "gsm8k",
-        "math",
-        "geometry3k",
-        "clevr_count",
-        "multiple_choice",
-        "exact_match",
-        "f1",
-        "format",
-        "length",
-        "overlong",
-        "repetition",
-        "json",
-    ]
+    # every built-in rule once (the AReaL-named aliases run the same code)
+    names = [entry.name for entry in BUILTINS if not entry.name.endswith("_reward_fn")]
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
     header = ("reward", "baseline", "baseline rows/s", "2 workers rows/s", "ratio", "inline rows/s", "mean", "not ok")

@@ -105,7 +105,7 @@ class RewardModel(ManagedModel):
         allow_missing_weights: bool = False,
     ) -> None:
         if head not in _HEADS:
-            raise ConfigError(f"bad head {head!r}; use 'seq-cls' or 'token-cls'")
+            raise ConfigError(f"bad head {head!r}; use 'seq-cls', 'token-cls' or 'value-head'")
         if score_index is not None and score_label is not None:
             raise ConfigError("give score_index or score_label, not both")
         if transform not in _TRANSFORMS:

@@ -97,6 +97,8 @@ def test_value_head_normalization_and_errors(zoo: dict[str, Path]) -> None:
         RewardModel(str(zoo["base"]), head="value-head")(QUESTIONS, COMPLETIONS)
     with pytest.raises(ModelError, match="no value head"):
         RewardModel(str(zoo["openrlhf_rm"]), head="value-head", value_head="critic")(QUESTIONS, COMPLETIONS)
+    with pytest.raises(ConfigError, match="'seq-cls', 'token-cls' or 'value-head'"):
+        RewardModel(str(zoo["token_cls"]), head="critic")
     with pytest.raises(ConfigError, match="head='value-head' only"):
         RewardModel(str(zoo["token_cls"]), head="token-cls", normalize=True)
 
