@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup setup-core demo test lint bench docs clean
+.PHONY: setup setup-core demo test test-frameworks lint bench docs clean
 
 $(VENV)/.core: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest -q
 
+# Each real framework (TRL, verl, AReaL, OpenRLHF) in its own pinned venv: tests/frameworks/<name>/run.sh.
+test-frameworks:
+	@set -e; for f in tests/frameworks/*/run.sh; do echo "== $$f"; bash $$f; done
+
 bench: setup
 	cd bench && for b in p1_throughput p2_poisoned p5_overhead p_rules p3_judge p4_reward_model integrations_bench; do ../$(PY) $$b.py || exit 1; done
 
@@ -38,4 +42,4 @@ docs: setup
 	$(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-* site .pytest_cache .ruff_cache
