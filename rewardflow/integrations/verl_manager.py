@@ -70,7 +70,9 @@ class RewardflowRewardManager(RewardManagerBase):
         **_: Any,
     ) -> None:
         super().__init__(config, tokenizer, compute_score)
-        if compute_score is not None:
+        # verl always passes a compute_score (its built-in default when no custom function is configured); only a
+        # configured custom function is a conflict.
+        if _get(config, "reward", "custom_reward_function", "path"):
             raise ConfigError(
                 "RewardflowRewardManager scores with the rewardflow spec; unset reward.custom_reward_function.path "
                 "(the spec is the reward function)"
@@ -124,7 +126,14 @@ class RewardflowRewardManager(RewardManagerBase):
         )
 
 
+def _get(config: Any, *keys: str) -> Any:
+    for key in keys:
+        if config is None or not hasattr(config, "get"):
+            return None
+        config = config.get(key)
+    return config
+
+
 def _options(config: Any) -> Mapping[str, Any]:
-    reward = config.get("reward") if hasattr(config, "get") else None
-    kwargs = reward.get("reward_kwargs") if reward is not None and hasattr(reward, "get") else None
+    kwargs = _get(config, "reward", "reward_kwargs")
     return kwargs if kwargs is not None else {}

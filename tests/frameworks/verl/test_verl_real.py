@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shlex
 import time
@@ -24,24 +23,32 @@ import verl
 from hydra import compose, initialize_config_dir
 from verl import DataProto
 from verl.experimental.reward_loop import RewardLoopWorker
-from verl.trainer.ppo.reward import get_custom_reward_fn
+from verl.trainer.ppo.reward import get_custom_reward_fn, resolve_reward_manager_cls
 
 from rewardflow.errors import RewardFailedError
 
 ROOT = Path(__file__).resolve().parents[3]
-DOC = ROOT / "docs" / "en" / "integrations-verl.md"
+DOCS = ROOT / "docs" / "en"
 VERL_VERSION = "0.9.1"
 SPEC_PLACEHOLDER = "/abs/path/reward_spec.yaml"
 
 
+@pytest.fixture(autouse=True)
+def rewards_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reward workers import verl_test_rewards by name. Not as ``tests.frameworks.verl...``: verl's wheel installs
+    a top-level ``tests`` package, which shadows this repository's ``tests`` namespace in a fresh process."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+
+
 def documented_overrides() -> list[list[str]]:
-    """The ``key=value`` arguments of every ``main_ppo`` command line in the verl page, one list per command."""
+    """The ``key=value`` arguments of every ``main_ppo`` command line in the English docs, one list per command."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL):
-        for command in block.replace("\\\n", " ").splitlines():
-            if "verl.trainer.main_ppo" in command:
-                words = shlex.split(command.split("#")[0])
-                commands.append([w for w in words if "=" in w and not w.startswith("-")])
+    for page in sorted(DOCS.glob("*.md")):
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL):
+            for command in block.replace("\\\n", " ").splitlines():
+                if "verl.trainer.main_ppo" in command:
+                    words = shlex.split(command.split("#")[0])
+                    commands.append([w for w in words if "=" in w and not w.startswith("-")])
     return commands
 
 
@@ -139,7 +146,7 @@ def documented_config(kind: str, spec: Path, tokenizer_dir: Path, **extra: str):
             overrides = [o.replace(SPEC_PLACEHOLDER, str(spec)) for o in overrides]
             overrides += [f"actor_rollout_ref.model.path={tokenizer_dir}", *(f"{k}={v}" for k, v in extra.items())]
             return verl_config(overrides)
-    raise AssertionError(f"no main_ppo command for {kind} in {DOC}")
+    raise AssertionError(f"no main_ppo command for {kind} in {DOCS}")
 
 
 def test_pinned_version() -> None:
@@ -150,6 +157,17 @@ def test_verl_ignores_the_old_top_level_keys(tmp_path: Path) -> None:
     # the finding behind the docs fix: main_ppo accepts these (legacy_reward_impl.yaml) but nothing reads them
     config = verl_config(["custom_reward_function.path=pkg://rewardflow.integrations.verl"])
     assert get_custom_reward_fn(config) is None
+
+
+def test_every_documented_command_line_configures_rewardflow(tmp_path: Path, tokenizer_dir: Path) -> None:
+    commands = documented_overrides()
+    assert len(commands) >= 2, "the docs give a compute_score and a reward-manager command line"
+    for overrides in commands:
+        config = verl_config([o.replace(SPEC_PLACEHOLDER, str(tmp_path / "spec.yaml")) for o in overrides])
+        if any("RewardflowRewardManager" in o for o in overrides):
+            assert resolve_reward_manager_cls(config).__name__ == "RewardflowRewardManager"
+        else:
+            assert get_custom_reward_fn(config) is not None, f"verl ignores the documented keys: {overrides}"
 
 
 def test_documented_keys_reach_verls_loader(tmp_path: Path, tokenizer_dir: Path, monkeypatch) -> None:
@@ -165,8 +183,16 @@ def test_reward_loop_worker_with_compute_score(tmp_path: Path, tokenizer_dir: Pa
     spec = write_spec(tmp_path, "workers: 2\ntimeout: 10\nrewards:\n  - reward: gsm8k\n")
     monkeypatch.setenv("REWARDFLOW_SPEC", str(spec))
     worker = RewardLoopWorker(documented_config("compute_score", spec, tokenizer_dir))
-    outputs = asyncio.run(worker.compute_score_batch(fake_batch(tokenizer_dir, ROWS)))
+    # verl wraps the loaded function in functools.partial(_call_with_kwargs, raw_fn, reward_kwargs); without it,
+    # verl's own gsm8k scorer would give the same numbers, silently
+    assert worker.reward_manager.compute_score.args[0].__module__ == "rewardflow.integrations.verl"
+    outputs = score_on_worker_loop(worker, fake_batch(tokenizer_dir, ROWS))
     assert [o["reward_score"] for o in outputs] == [1.0, 0.0, 1.0, 0.0]
+
+
+def score_on_worker_loop(worker: RewardLoopWorker, data: DataProto) -> list[dict]:
+    """Run ``compute_score_batch`` on the loop the worker's manager was built with (a Ray actor's own loop)."""
+    return worker.loop.run_until_complete(worker.compute_score_batch(data))
 
 
 def manager_worker(spec: Path, tokenizer_dir: Path, **extra: str) -> RewardLoopWorker:
@@ -188,13 +214,13 @@ def test_manager_scores_a_chunk_with_a_batch_reward_and_a_reward_model(tmp_path:
         tmp_path,
         "workers: 2\ntimeout: 30\nrewards:\n"
         "  - name: acc\n    reward: gsm8k\n"
-        "  - name: seen\n    reward: tests.frameworks.verl._rewards:batch_size_seen\n    weight: 0.0\n"
+        "  - name: seen\n    reward: verl_test_rewards:batch_size_seen\n    weight: 0.0\n"
         f"  - name: rm\n    reward: reward_model\n    weight: 0.0\n    params:\n      path: {tokenizer_dir}\n"
         "      head: token-cls\n",
     )
     worker = manager_worker(spec, tokenizer_dir)
     data = fake_batch(tokenizer_dir, ROWS)
-    outputs = asyncio.run(worker.compute_score_batch(data))
+    outputs = score_on_worker_loop(worker, data)
     assert [o["reward_score"] for o in outputs] == [1.0, 0.0, 1.0, 0.0]
     assert worker.reward_manager.batcher.batch_sizes == [4]  # one engine call for the worker's chunk
     for o in outputs:
@@ -206,19 +232,17 @@ def test_manager_scores_a_chunk_with_a_batch_reward_and_a_reward_model(tmp_path:
 
 
 def test_manager_cuts_a_hung_sample(tmp_path: Path, tokenizer_dir: Path) -> None:
-    spec = write_spec(
-        tmp_path, "workers: 2\ntimeout: 2\nrewards:\n  - reward: tests.frameworks.verl._rewards:hang_on_gold\n"
-    )
+    spec = write_spec(tmp_path, "workers: 2\ntimeout: 2\nrewards:\n  - reward: verl_test_rewards:hang_on_gold\n")
     rows = [*ROWS[:3], ("Natalia sold 48 clips.", "#### 72", "hang")]
     data = fake_batch(tokenizer_dir, rows)
     # by default the step stops with the reason: verl has no "no reward" value
     worker = manager_worker(spec, tokenizer_dir)
     with pytest.raises(RewardFailedError, match="timed out after 2s"):
-        asyncio.run(worker.compute_score_batch(data))
+        score_on_worker_loop(worker, data)
     # an explicit failure score keeps training, flagged in reward_extra_info
     worker = manager_worker(spec, tokenizer_dir, **{"+reward.reward_kwargs.rewardflow_failure_score": "-1.0"})
     start = time.monotonic()
-    outputs = asyncio.run(worker.compute_score_batch(data))
+    outputs = score_on_worker_loop(worker, data)
     assert time.monotonic() - start < 60  # a 3600 s hang, cut at 2 s (generous bound for a loaded machine)
     assert [o["reward_score"] for o in outputs] == [1.0, 0.0, 1.0, -1.0]
     assert [o["reward_extra_info"]["rewardflow_failed"] for o in outputs] == [0.0, 0.0, 0.0, 1.0]

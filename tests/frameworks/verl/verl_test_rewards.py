@@ -1,4 +1,5 @@
-"""Rewards for the real-verl tests: module-level, so worker processes import them by name."""
+"""Rewards for the real-verl tests: module-level, so worker processes import them by name (a name of its own:
+verl installs a top-level ``tests`` package)."""
 
 from __future__ import annotations
 
