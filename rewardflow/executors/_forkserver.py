@@ -47,7 +47,8 @@ def describe_main(eager: bool) -> str | None:
     path, name = data.get("init_main_from_path"), data.get("init_main_from_name")
     if path is None and name is None:
         return None
-    return json.dumps({"pid": os.getpid(), "path": path, "name": name, "eager": eager})
+    argv = data.get("sys_argv", sys.argv)
+    return json.dumps({"pid": os.getpid(), "path": path, "name": name, "eager": eager, "argv": argv})
 
 
 class LazyMain(types.ModuleType):
@@ -68,6 +69,7 @@ def load(module: LazyMain) -> None:
     path, name = module.__dict__.get("_rewardflow_path"), module.__dict__.get("_rewardflow_name")
     current = process.current_process()
     current._inheriting = True  # type: ignore[attr-defined]  # a guard-less script gets the standard error
+    argv, sys.argv = sys.argv, list(module.__dict__.get("_rewardflow_argv") or sys.argv)  # the script's own argv
     try:
         if path is not None:
             content = runpy.run_path(path, run_name="__mp_main__")
@@ -75,6 +77,7 @@ def load(module: LazyMain) -> None:
             content = runpy.run_module(name, run_name="__mp_main__", alter_sys=True)
     finally:
         del current._inheriting  # type: ignore[attr-defined]
+        sys.argv = argv
     module.__dict__.update(content)
     sys.modules["__main__"] = sys.modules["__mp_main__"] = module
 
@@ -83,6 +86,7 @@ def _lazy_main(info: dict[str, Any]) -> LazyMain:
     module = LazyMain("__mp_main__")
     module.__dict__["_rewardflow_path"] = info.get("path")
     module.__dict__["_rewardflow_name"] = info.get("name")
+    module.__dict__["_rewardflow_argv"] = info.get("argv")
     if info.get("path") is not None:
         module.__file__ = info["path"]  # multiprocessing skips a main whose __file__ is the parent's
     else:  # ``python -m pkg.mod``: it skips a main whose spec has the parent's module name

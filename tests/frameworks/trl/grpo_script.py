@@ -3,7 +3,7 @@ TRL adapter, 2 steps on a tiny random Llama built here (no downloads).
 
 Run by tests/frameworks/trl/test_trl_real.py and bench/integrations_trl.py::
 
-    python tests/frameworks/trl/grpo_script.py --mode {sync,async,inline} --workdir DIR --out result.json
+    python tests/frameworks/trl/grpo_script.py --mode {sync,async,inline,plain} --workdir DIR --out result.json
 
 It writes the trainer's log history, the wall time of every reward call, and TRL's own version to ``--out``.
 """
@@ -84,9 +84,17 @@ def timed(fn, calls: list[float]):
     return wrapper
 
 
+def rf(prompts, completions, hang, **_):
+    """The same length and digit scores as a plain TRL reward function (no timeout: a hung row stalls the step)."""
+    return [R.hang_or_length(c, h) + R.digits(c) for c, h in zip(completions, hang, strict=True)]
+
+
+plain_reward = rf
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["sync", "async", "inline"], default="sync")
+    parser.add_argument("--mode", choices=["sync", "async", "inline", "plain"], default="sync")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=2)
@@ -106,11 +114,14 @@ def main() -> None:
     rewards = {"length": R.hang_or_length, "digits": R.digits, "trl_in_worker": R.trl_in_worker}
     if args.gsm8k:
         rewards["gsm8k"] = "gsm8k"
-    if args.mode == "inline":
+    if args.mode == "plain":  # TRL's own path, no rewardflow: a sync function looping over the batch
+        reward = plain_reward
+    elif args.mode == "inline":
         reward = trl_reward(rewards, name="rf", kind="inline")
     else:
         reward = trl_reward(rewards, name="rf", kind="process", workers=2, timeout=2, asynchronous=args.mode == "async")
-    reward._is_async = args.mode == "async"
+    if args.mode != "plain":
+        reward._is_async = args.mode == "async"
     calls: list[float] = []
     config = GRPOConfig(
         output_dir=str(args.workdir / "out"),
@@ -131,7 +142,8 @@ def main() -> None:
     start = time.monotonic()
     trainer.train()
     wall = time.monotonic() - start
-    reward.close()
+    if args.mode != "plain":
+        reward.close()
     result = {"trl": trl.__version__, "mode": args.mode, "reward_calls": calls, "train_s": wall}
     result["log_history"] = trainer.state.log_history
     args.out.write_text(json.dumps(result, default=str))

@@ -60,12 +60,15 @@ def verl_config(overrides: list[str]):
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def build_tiny(directory: Path) -> Path:
     """A byte-level BPE tokenizer trained here and a tiny token-classification Llama: a policy tokenizer and a
     reward model (no downloads)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForTokenClassification, PreTrainedTokenizerFast
 
-    directory = tmp_path_factory.mktemp("tiny")
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
