@@ -83,12 +83,16 @@ def main() -> None:
             ("before: process workers (re-run the script)", trl_run(args.before, "sync", work, "--gsm8k", "--no-hang"))
         )
     rows.append(("after: process workers", trl_run(ROOT, "sync", work, "--gsm8k", "--no-hang")))
-    base = inline["reward_calls"][0]
-    print("| reward path | trl | first reward step | ratio to inline | second step |")
-    print("|---|---|---|---|---|")
+    base = inline["log_history"][0]["step_time"]
+    print(
+        "| reward path | trl | first reward call | second reward call | first training step (TRL step_time) "
+        "| ratio to inline |"
+    )
+    print("|---|---|---|---|---|---|")
     for label, r in rows:
         first, second = r["reward_calls"][0], r["reward_calls"][1]
-        print(f"| {label} | {r['trl']} | {first:.2f} s | {first / base:.1f}x | {second:.2f} s |")
+        step = r["log_history"][0]["step_time"]
+        print(f"| {label} | {r['trl']} | {first:.3f} s | {second:.3f} s | {step:.2f} s | {step / base:.2f}x |")
 
     print("\n### TRL hang: one dataset row's reward never returns (2 of the 8 completions), timeout 2 s\n")
     ours = trl_run(ROOT, "sync", work)
