@@ -1,4 +1,4 @@
-"""rewardflow inside a real, pinned verl (0.9.1), on CPU, without Ray or a GPU.
+"""rewardflow inside a real, pinned verl (0.9.1), on CPU, without a GPU (and once under Ray).
 
 * The command lines in docs/en/integrations-verl.md are composed with verl's own Hydra config (``ppo_trainer``)
   and handed to verl's own loaders: ``get_custom_reward_fn`` for ``compute_score``, and ``RewardLoopWorker``
@@ -6,7 +6,8 @@
   top-level ``custom_reward_function.*``, which main_ppo accepts and ignores: verl got no custom function.
 * :class:`RewardflowRewardManager`, loaded through verl's ``reward.reward_manager.source=importlib``, scores a
   worker's whole chunk in one engine call: a batch reward sees the whole batch, a reward model scores it, and a
-  hung sample is cut at its timeout. rewardflow 0.1 had no supported path for either in verl 0.8+.
+  hung sample is cut at its timeout; inside verl's RewardLoopManager it runs in a real Ray actor. rewardflow 0.1
+  had no supported path for either in verl 0.8+.
 """
 
 from __future__ import annotations
@@ -250,3 +251,27 @@ def test_manager_cuts_a_hung_sample(tmp_path: Path, tokenizer_dir: Path) -> None
     assert [o["reward_score"] for o in outputs] == [1.0, 0.0, 1.0, -1.0]
     assert [o["reward_extra_info"]["rewardflow_failed"] for o in outputs] == [0.0, 0.0, 0.0, 1.0]
     rm_scores(worker, data, outputs)
+
+
+def test_manager_inside_verls_ray_reward_loop_manager(tmp_path: Path, tokenizer_dir: Path) -> None:
+    # what main_ppo runs: RewardLoopManager starts RewardLoopWorker Ray actors, splits the batch among them and
+    # assembles rm_scores and reward_extra_info; the rewardflow manager runs inside the actor
+    import ray
+    from verl.experimental.reward_loop import RewardLoopManager
+
+    spec = write_spec(
+        tmp_path,
+        "workers: 2\ntimeout: 30\nrewards:\n  - name: acc\n    reward: gsm8k\n"
+        "  - name: seen\n    reward: verl_test_rewards:batch_size_seen\n    weight: 0.0\n",
+    )
+    here = str(Path(__file__).parent)
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": f"{here}:{ROOT}"}})
+    try:
+        manager = RewardLoopManager(documented_config("manager", spec, tokenizer_dir, **{"reward.num_workers": "1"}))
+        data = fake_batch(tokenizer_dir, ROWS * 2)
+        out = manager.compute_rm_score(data)
+    finally:
+        ray.shutdown()
+    assert out.batch["rm_scores"].sum(-1).tolist() == [1.0, 0.0] * 4
+    assert out.non_tensor_batch["seen"].tolist() == [8.0] * 8  # the actor's whole chunk in one engine call
+    assert out.meta_info["reward_extra_keys"] == ["score", "rewardflow_failed", "acc", "seen"]
