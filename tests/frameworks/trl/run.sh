@@ -8,7 +8,7 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 if [ ! -f "$VENV/.ready" ]; then
     test -x "$VENV/bin/python" || python3 -m venv "$VENV"
     $PIP install torch==2.13.0
-    $PIP install "trl==1.16.0" tokenizers
+    $PIP install "trl==1.16.0" "transformers==5.24.0" "accelerate==1.15.0" "datasets==5.2.0" tokenizers
     $PIP install -e . "pytest>=8"
     touch "$VENV/.ready"
 fi

@@ -10,8 +10,9 @@ if [ ! -f "$VENV/.ready" ]; then
     $PIP install torch==2.13.0
     $PIP install --no-deps "verl==0.9.1"
     # verl.protocol, verl.trainer.ppo.reward, verl.experimental.reward_loop and their imports:
-    $PIP install "ray>=2.41" "tensordict>=0.8,<=0.10,!=0.9.0" omegaconf hydra-core aiohttp numpy packaging \
-        "transformers>=5.5.3,<5.11,!=5.6.0" tokenizers pylatexenc codetiming
+    # (pinned to the versions tested; verl itself asks for ray>=2.41, tensordict<=0.10, transformers<5.11)
+    $PIP install "ray==2.60.0" "tensordict==0.10.0" "omegaconf==2.3.1" "hydra-core==1.3.8" aiohttp numpy packaging \
+        "transformers==5.10.4" tokenizers pylatexenc codetiming
     $PIP install -e . "pytest>=8"
     touch "$VENV/.ready"
 fi
