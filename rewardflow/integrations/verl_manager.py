@@ -29,14 +29,16 @@ key per top-level component: verl logs them per data source in validation metric
 Each ``RewardLoopWorker`` (``reward.num_workers``, 8 by default) gets its own manager and so its own engine and
 worker processes: on a small node, lower ``reward.num_workers`` and let the engine's ``workers`` do the
 parallelism. This module imports verl; it is meant to be loaded by verl.
+
+Not covered: multi-turn tool fields (``tool_extra_fields``, ``__num_turns__``) are not passed to rewards; the
+sample is the decoded last response, as verl's ``naive`` manager scores it.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
@@ -47,8 +49,6 @@ from rewardflow.integrations.verl import VerlReward, verl_sample
 from rewardflow.types import Sample
 
 __all__ = ["RewardflowRewardManager"]
-
-logger = logging.getLogger(__name__)
 
 _DEFAULT_WINDOW_S = 0.01
 
@@ -93,10 +93,11 @@ class RewardflowRewardManager(RewardManagerBase):
 
     async def run_single(self, data: Any) -> dict[str, Any]:
         item = data[-1:][0]  # as verl's own managers: a multi-sequence output is scored on its last sequence
+        # Decoded here, synchronously (a few ms), not in an executor: then every run_single of one gather reaches
+        # the batcher in the same pass of the event loop, and the chunk becomes one engine call.
         sample = self.sample(item)
         result = await self.batcher.score(sample)
-        out = self.reward._finish(result, sample.row.get("data_source"))
-        assert isinstance(out, dict)  # details=True: always a dict with "score"
+        out = cast("dict[str, float]", self.reward._finish(result, sample.row.get("data_source")))  # details=True
         return {"reward_score": out["score"], "reward_extra_info": out}
 
     def sample(self, item: Any) -> Sample:
