@@ -184,6 +184,7 @@ class Sandbox:
             os.lseek(fd, 0, os.SEEK_SET)
             fds.append(fd)
             cmd += ["--file", str(fd), f"{WORKDIR}/{name}"]
+        cmd += ["--remount-ro", "/"]  # the sandbox's own root too: only /work and /tmp are writable
         # RLIMIT_NPROC is set inside the new user namespace, where it counts this sandbox's processes only.
         cmd += ["--", "/usr/bin/prlimit", f"--nproc={limits.nproc}:{limits.nproc}", "--", *argv]
         try:
@@ -203,7 +204,10 @@ class Sandbox:
             code = int(exited["exit-code"])
             exit_code, sig = (None, code - 128) if code > 128 else (code, None)
         elif limit is None:
-            raise SandboxError(f"the sandbox ended without the program's status ({_describe_status(exit_code, sig)})")
+            detail = stderr.decode(errors="replace").strip()[:500]
+            raise SandboxError(
+                f"bwrap ended without the program's status ({_describe_status(exit_code, sig)}): {detail}"
+            )
         if sig == signal.SIGXCPU:
             limit = "time limit"
         return RunResult(exit_code, sig, stdout, stderr, limit, wall, Isolation.BWRAP)
