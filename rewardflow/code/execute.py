@@ -17,7 +17,7 @@ from typing import Any
 from rewardflow.code.harness import decode, frame
 from rewardflow.code.suites import Suite
 from rewardflow.errors import SandboxError
-from rewardflow.sandbox import Limits, RunResult, Sandbox, python_executable
+from rewardflow.sandbox import Limits, RunResult, Sandbox
 
 __all__ = ["Execution", "execute"]
 
@@ -69,7 +69,7 @@ def execute(
     wall = min(limits.wall_s, (compile_s if language == "cpp" else 0) + case_s * max(len(suite), 1) + 5.0)
     run_limits = limits.with_(wall_s=wall, output_bytes=limits.output_bytes * max(len(suite), 1) + 65536)
     result = sandbox.run(
-        [python_executable(), "-I", "-S", "-c", harness_source()],
+        [sandbox.python, "-I", "-S", "-c", harness_source()],
         stdin=frame(setup) + frame(job),
         limits=run_limits,
         as_pid1=True,

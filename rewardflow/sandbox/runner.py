@@ -89,6 +89,24 @@ def python_executable() -> str:
     return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 
+def _others_can_run(path: str) -> bool:
+    """Whether a user with no special rights (uid 65534) can reach and execute ``path``."""
+    import stat
+
+    current = "/"
+    for part in os.path.dirname(path).strip("/").split("/"):
+        current = os.path.join(current, part)
+        try:
+            if not os.stat(current).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IXOTH)
+    except OSError:
+        return False
+
+
 class Sandbox:
     """Runs programs at the strongest available isolation level (or a forced one) under :class:`Limits`.
 
@@ -124,6 +142,22 @@ class Sandbox:
                 + ("; install bubblewrap (apt-get install bubblewrap)" if self.require is Isolation.BWRAP else "")
             )
         return self._level
+
+    @property
+    def python(self) -> str:
+        """An interpreter the program can run at this sandbox's level.
+
+        The running interpreter is bound into bwrap sandboxes. At the lower levels, when the caller is root, the
+        program runs as uid 65534, which may not reach an interpreter under ``/root`` (pyenv): then the system's
+        ``python3`` is used (the harness needs only the standard library).
+        """
+        exe = python_executable()
+        if self.level is Isolation.BWRAP or os.geteuid() != 0 or _others_can_run(exe):
+            return exe
+        for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+            if os.path.exists(candidate) and _others_can_run(os.path.realpath(candidate)):
+                return candidate
+        raise SandboxError(f"no Python interpreter that uid {NOBODY} can run (tried {exe} and /usr/bin/python3)")
 
     def run(
         self,
