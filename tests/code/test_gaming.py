@@ -15,7 +15,9 @@ from rewardflow.code import CodeReward
 from rewardflow.sandbox import Isolation, Sandbox, probe_isolation, python_executable
 
 ADD = {
-    "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert abs(candidate(0.5, 0.25) - 0.75) < 1e-9\n",
+    "test": (
+        "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert abs(candidate(0.5, 0.25) - 0.75) < 1e-9\n"
+    ),
     "entry_point": "add",
 }
 
@@ -215,7 +217,9 @@ def test_call_tests_reject_objects_that_equal_anything(reward: CodeReward) -> No
 def test_a_module_written_to_the_workdir_never_reaches_the_harness(reward: CodeReward) -> None:
     """The program shadows ``random`` in its working directory; the test imports ``random`` unharmed."""
     row = {
-        "test": "def check(candidate):\n    import random\n    x = random.randint(1, 9)\n    assert candidate(x, 1) == x + 1\n",
+        "test": (
+            "def check(candidate):\n    import random\n    x = random.randint(1, 9)\n    assert candidate(x, 1) == x + 1\n"
+        ),
         "entry_point": "add",
     }
     code = """
