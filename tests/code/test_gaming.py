@@ -218,7 +218,8 @@ def test_a_module_written_to_the_workdir_never_reaches_the_harness(reward: CodeR
     """The program shadows ``random`` in its working directory; the test imports ``random`` unharmed."""
     row = {
         "test": (
-            "def check(candidate):\n    import random\n    x = random.randint(1, 9)\n    assert candidate(x, 1) == x + 1\n"
+            "def check(candidate):\n    import random\n"
+            "    x = random.randint(1, 9)\n    assert candidate(x, 1) == x + 1\n"
         ),
         "entry_point": "add",
     }
