@@ -47,10 +47,12 @@ def execute(
     case_s: float = 5.0,
     compile_s: float = 30.0,
     limits: Limits | None = None,
+    stop_at_first_failure: bool = False,
 ) -> Execution:
     """Run ``program`` on every test of ``suite``; raise SandboxError for infrastructure failures."""
     limits = limits or sandbox.limits
     setup: dict[str, Any] = {"mode": suite.kind, "program": program, "case_s": case_s, "language": language}
+    setup["stop"] = stop_at_first_failure
     nonce = secrets.token_hex(16)
     if suite.kind == "assert":
         setup["count"] = len(suite.tests)

@@ -391,6 +391,8 @@ def run_assert(setup):
             limit = bool(loaded.get("limit"))
             emit({"case": index, "ok": False, "limit": limit, "error": "the program did not load: " + loaded["error"]})
             child.kill()
+            if setup.get("stop"):
+                break
             continue
         ns = _namespace(child, loaded["names"], clock)
         source = prelude + "\n" + test if prelude else test
@@ -408,6 +410,12 @@ def run_assert(setup):
             emit({"case": index, "ok": False, "error": describe(exc) + (f" at: {line}" if line else "")})
         else:
             emit({"case": index, "ok": True})
+            child.kill()
+            continue
+        child.kill()
+        if setup.get("stop"):  # all-or-nothing scoring: the first failure decides
+            break
+    for child in children:
         child.kill()
     emit({"done": job["nonce"]})
 
@@ -431,12 +439,16 @@ def run_call(setup):
                 }
             )
             child.kill()
+            if setup.get("stop"):
+                break
             continue
         reply = child.call(setup["fn"], decode(args), {}, deadline)
         if "value" in reply:
             emit({"case": index, "value": reply["value"]})
         else:
             emit({"case": index, "limit": bool(reply.get("limit")), "error": reply.get("error", "failed")})
+            if setup.get("stop"):
+                break
     if child is not None:
         child.kill()
     emit({"done": job["nonce"]})
@@ -577,6 +589,8 @@ def run_stdio(setup):
         reply = _run_stdio_case(target, data.encode("utf-8"), case_s, out_cap)
         reply["case"] = index
         emit(reply)
+        if setup.get("stop") and (reply.get("limit") or reply.get("signal") or reply.get("exit")):
+            break
     emit({"done": job["nonce"]})
 
 

@@ -57,6 +57,11 @@ class CodeReward:
         level: force an isolation level instead of probing (tests, hosts without bubblewrap).
         max_cases: score only the first N tests of a row (``None``: all).
         cflags: ``g++`` flags.
+        engine_timeout: the engine's timeout for one call of this reward (it wins over the engine's default);
+            past it the sample is ``status=timeout`` and the sandbox dies with its worker.
+
+    With ``scoring="all"`` a run stops at the first failing test (the rest cannot change a 0), so ``passed``
+    counts the tests that passed before it.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class CodeReward:
         level: str | None = None,
         max_cases: int | None = None,
         cflags: tuple[str, ...] | list[str] = ("-O2", "-std=c++17"),
+        engine_timeout: float = 120.0,
         name: str = "code",
     ) -> None:
         if scoring not in _SCORING:
@@ -101,9 +107,9 @@ class CodeReward:
         self.max_cases = max_cases
         self.cflags = tuple(cflags)
         self.__name__ = name
-        # The engine's per-call timeout must outlast the sandbox's own limits, so a slow program is a
-        # `time limit` 0.0 rather than an engine timeout; 120 s covers 20 cases at the default 5 s.
-        self.__rewardflow__ = RewardOptions(name=name, timeout=120.0)
+        # The engine's per-call timeout for this reward must outlast the sandbox's own limits, so a slow program
+        # is a `time limit` 0.0 rather than an engine timeout; 120 s covers 20 cases at the default 5 s.
+        self.__rewardflow__ = RewardOptions(name=name, timeout=float(engine_timeout))
         self._sandbox: Sandbox | None = None
         self._lock = threading.Lock()
 
@@ -147,6 +153,7 @@ class CodeReward:
             language=language,
             case_s=self.case_timeout,
             compile_s=self.compile_timeout,
+            stop_at_first_failure=self.scoring == "all",
         )
         return self._score(run, suite, language)
 

@@ -44,8 +44,12 @@ def system_binds() -> tuple[str, ...]:
 
 
 def _works(cmd: list[str]) -> bool:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    from rewardflow.sandbox.runner import drop_privileges
+
+    try:  # as the runs will be: uid 65534 when the caller is root
+        proc = subprocess.run(
+            cmd, capture_output=True, timeout=30, stdin=subprocess.DEVNULL, preexec_fn=drop_privileges, cwd="/"
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         logger.info("sandbox probe %s failed: %s", cmd[0], exc)
         return False

@@ -75,13 +75,25 @@ class RunResult:
         return f"exit code {self.exit_code}"
 
 
-def _python_binds() -> list[str]:
-    """Read-only paths the running interpreter needs inside the sandbox (its prefix, if outside /usr)."""
-    paths = []
-    for prefix in {sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}:
-        if prefix and not prefix.startswith("/usr/") and prefix != "/usr" and os.path.isdir(prefix):
-            paths.append(prefix)
-    return sorted(paths)
+def drop_privileges() -> None:
+    """In a child before ``exec``: when running as root, become uid/gid 65534.
+
+    Why: a sandbox whose user maps to host root is exempt from RLIMIT_NPROC (the kernel never limits root's
+    processes), so a fork bomb would be unbounded. As uid 65534, bubblewrap runs unprivileged and the limit holds,
+    counted per sandbox (each has its own user namespace).
+    """
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+
+def _interpreter_binds(exe: str) -> list[str]:
+    """Read-only paths an interpreter outside /usr needs inside the sandbox (its installation prefix)."""
+    prefix = os.path.dirname(os.path.dirname(exe))
+    if prefix.startswith("/usr/") or prefix in ("/usr", "/", ""):
+        return []
+    return [prefix]
 
 
 def python_executable() -> str:
@@ -112,7 +124,7 @@ class Sandbox:
 
     Thread-safe and cheap: the probe runs once per process (cached), and each :meth:`run` is one process tree.
     ``bind`` adds read-only host paths (a toolchain outside ``/usr``); the running interpreter's prefix is bound
-    automatically so ``python_executable()`` works inside.
+    automatically so :attr:`python` works inside.
     """
 
     def __init__(
@@ -147,12 +159,12 @@ class Sandbox:
     def python(self) -> str:
         """An interpreter the program can run at this sandbox's level.
 
-        The running interpreter is bound into bwrap sandboxes. At the lower levels, when the caller is root, the
-        program runs as uid 65534, which may not reach an interpreter under ``/root`` (pyenv): then the system's
-        ``python3`` is used (the harness needs only the standard library).
+        The running interpreter is bound into bwrap sandboxes. When the caller is root, the sandbox runs as uid
+        65534 (see :func:`drop_privileges`), which may not reach an interpreter under ``/root`` (pyenv): then the
+        system's ``python3`` is used (the harness needs only the standard library).
         """
         exe = python_executable()
-        if self.level is Isolation.BWRAP or os.geteuid() != 0 or _others_can_run(exe):
+        if os.geteuid() != 0 or _others_can_run(exe):
             return exe
         for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
             if os.path.exists(candidate) and _others_can_run(os.path.realpath(candidate)):
@@ -203,7 +215,8 @@ class Sandbox:
             raise SandboxError("bwrap disappeared after the probe")
         status_r, status_w = os.pipe()
         fds = [status_w]
-        cmd = [bwrap, *bwrap_args(self.bind, limits)]
+        binds = (*_interpreter_binds(self.python), *self.bind)
+        cmd = [bwrap, *bwrap_args(binds, limits)]
         cmd += ["--json-status-fd", str(status_w)]
         if as_pid1:
             cmd.append("--as-pid-1")
@@ -222,7 +235,7 @@ class Sandbox:
         # RLIMIT_NPROC is set inside the new user namespace, where it counts this sandbox's processes only.
         cmd += ["--", "/usr/bin/prlimit", f"--nproc={limits.nproc}:{limits.nproc}", "--", *argv]
         try:
-            result = _execute(cmd, stdin, limits, fds, preexec=lambda: limits.apply(nproc=False), cwd="/")
+            result = _execute(cmd, stdin, limits, fds, preexec=lambda: _limited(limits), cwd="/")
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
@@ -273,10 +286,7 @@ class Sandbox:
 
             def preexec() -> None:
                 limits.apply(nproc=level is Isolation.RLIMITS)
-                if root:
-                    os.setgroups([])
-                    os.setgid(NOBODY)
-                    os.setuid(NOBODY)
+                drop_privileges()
 
             cmd = list(argv)
             if level is Isolation.UNSHARE:
@@ -321,7 +331,7 @@ def bwrap_args(extra_binds: Sequence[str], limits: Limits) -> list[str]:
         "--clearenv",
     ]
     args += system_binds()
-    for path in (*_python_binds(), *extra_binds):
+    for path in extra_binds:
         args += ["--ro-bind", path, path]
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp"]
@@ -343,6 +353,11 @@ def unshare_args() -> list[str]:
         "--mount-proc",
         "--",
     ]
+
+
+def _limited(limits: Limits) -> None:
+    limits.apply(nproc=False)
+    drop_privileges()
 
 
 def _execute(

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from rewardflow.code import CodeReward
-from rewardflow.sandbox import Isolation, Sandbox, probe_isolation, python_executable
+from rewardflow.sandbox import Isolation, Sandbox, probe_isolation
 
 ADD = {
     "test": (
@@ -181,7 +181,7 @@ def test_the_thief_finds_a_secret_it_can_reach() -> None:
         ({"tests/test_x.py": f"assert f() == {secret!r}"}, b"", ""),
     ):
         code = f"{plant}\n{THIEF}\nprint(steal())"
-        result = sandbox.run([python_executable(), "-I", "-S", "-c", code], files=files, stdin=stdin)
+        result = sandbox.run([sandbox.python, "-I", "-S", "-c", code], files=files, stdin=stdin)
         assert result.stdout.decode().strip() == secret, result
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rewardflow.sandbox import Isolation, Limits, Sandbox, probe_isolation, python_executable
+from rewardflow.sandbox import Isolation, Limits, Sandbox, probe_isolation
 
 
 def processes_with_cmdline(marker: str) -> list[int]:
@@ -51,7 +51,7 @@ class Py:
 
     def run(self, code: str, **kwargs):  # type: ignore[no-untyped-def]
         source = f"# {self.marker}\n{code}"
-        return self.sandbox.run([python_executable(), "-I", "-S", "-c", source], **kwargs)
+        return self.sandbox.run([self.sandbox.python, "-I", "-S", "-c", source], **kwargs)
 
 
 @pytest.fixture

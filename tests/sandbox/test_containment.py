@@ -10,17 +10,19 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
 from rewardflow.errors import IsolationError
-from rewardflow.sandbox import Isolation, Limits, Sandbox, python_executable
+from rewardflow.sandbox import Isolation, Limits, Sandbox
+from tests.sandbox.conftest import processes_with_cmdline
 
 
 def _host_still_works(sandbox: Sandbox) -> None:
     """After an attack, the host can start processes and the next sample runs normally."""
     assert subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True).stdout == "42\n"
-    after = sandbox.run([python_executable(), "-I", "-S", "-c", "print(6 * 7)"])
+    after = sandbox.run([sandbox.python, "-I", "-S", "-c", "print(6 * 7)"])
     assert after.ok and after.stdout == b"42\n"
 
 
@@ -46,8 +48,24 @@ def test_fork_bomb_is_capped_and_cleaned_up(py) -> None:
                 pass
         """
     )
-    result = py.run(code, limits=py.sandbox.limits.with_(wall_s=3))
+    peak = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, len(processes_with_cmdline(py.marker)))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = py.run(code, limits=py.sandbox.limits.with_(wall_s=3))
+    finally:
+        done.set()
+        watcher.join()
     assert result.limit == "time limit"
+    assert 2 <= peak <= py.sandbox.limits.nproc + 2  # RLIMIT_NPROC held (the bwrap init is not counted here)
     _host_still_works(py.sandbox)
 
 
@@ -169,7 +187,7 @@ def test_attacks_in_threads_do_not_disturb_a_neighbour(bwrap_sandbox: Sandbox) -
 
     def run(name: str, code: str) -> None:
         results[name] = bwrap_sandbox.run(
-            [python_executable(), "-I", "-S", "-c", code], limits=bwrap_sandbox.limits.with_(wall_s=3)
+            [bwrap_sandbox.python, "-I", "-S", "-c", code], limits=bwrap_sandbox.limits.with_(wall_s=3)
         )
 
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
