@@ -8,8 +8,10 @@ nonce. Expected outputs of stdin/stdout and call tests never enter the sandbox: 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import secrets
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -17,9 +19,12 @@ from typing import Any
 from rewardflow.code.harness import decode, frame
 from rewardflow.code.suites import Suite
 from rewardflow.errors import SandboxError
-from rewardflow.sandbox import Limits, RunResult, Sandbox
+from rewardflow.sandbox import Isolation, Limits, RunResult, Sandbox
+from rewardflow.sandbox.session import Session
 
-__all__ = ["Execution", "execute"]
+__all__ = ["Execution", "execute", "harness_source"]
+
+_JOB_IDS = itertools.count(1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,6 +53,7 @@ def execute(
     compile_s: float = 30.0,
     limits: Limits | None = None,
     stop_at_first_failure: bool = False,
+    session: Session | None = None,
 ) -> Execution:
     """Run ``program`` on every test of ``suite``; raise SandboxError for infrastructure failures."""
     limits = limits or sandbox.limits
@@ -70,20 +76,37 @@ def execute(
     # The whole run gets every case's budget plus compilation and start-up; the sandbox's own wall limit caps it.
     wall = min(limits.wall_s, (compile_s if language == "cpp" else 0) + case_s * max(len(suite), 1) + 5.0)
     run_limits = limits.with_(wall_s=wall, output_bytes=limits.output_bytes * max(len(suite), 1) + 65536)
-    result = sandbox.run(
-        [sandbox.python, "-I", "-S", "-c", harness_source()],
-        stdin=frame(setup) + frame(job),
-        limits=run_limits,
-        as_pid1=True,
-    )
+    payload = frame(setup) + frame(job)
+    docs: list[Any] | None = None
+    if session is not None:
+        job_id = next(_JOB_IDS)
+        header = frame({"job": job_id, "cpu_s": max(1, int(run_limits.cpu_s))})
+        start = time.perf_counter()
+        try:
+            docs, limit = session.job(
+                header + payload, job_id=job_id, wall_s=run_limits.wall_s, output_bytes=run_limits.output_bytes
+            )
+        except SandboxError:
+            docs = None  # the reused sandbox broke: run this job in a sandbox of its own instead
+        else:
+            result = RunResult(0, None, b"", b"", limit, time.perf_counter() - start, Isolation.BWRAP, {"reused": True})
+    if docs is None:
+        result = sandbox.run(
+            [sandbox.python, "-I", "-S", "-c", harness_source()],
+            stdin=payload,
+            limits=run_limits,
+            as_pid1=True,
+        )
+        docs = []
+        for line in result.stdout.decode("utf-8", errors="replace").splitlines():
+            try:
+                docs.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
     answers: dict[int, dict[str, Any]] = {}
     complete = False
     compile_error = None
-    for line in result.stdout.decode("utf-8", errors="replace").splitlines():
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for doc in docs:
         if not isinstance(doc, dict):
             continue
         if "harness_error" in doc:

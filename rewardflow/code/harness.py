@@ -608,9 +608,72 @@ def _make_nondumpable():
         raise OSError(f"cannot make the harness non-dumpable: {exc}") from exc
 
 
+def run_job():
+    """One job: the setup frame, then the mode's own frames, answers on fd 1."""
+    setup = read_frame(0)
+    runner = {"assert": run_assert, "call": run_call, "stdio": run_stdio}[setup["mode"]]
+    runner(setup)
+
+
+def _wipe(root):
+    import shutil
+
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            for dirpath, dirnames, _ in os.walk(path):  # a program may have locked its directories
+                for d in dirnames:
+                    os.chmod(os.path.join(dirpath, d), 0o700)
+            os.chmod(path, 0o700)
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+def zygote():
+    """PID 1 of a reusable sandbox: fork a harness per job, then kill everything else and wipe the disk."""
+    import resource
+    import signal
+
+    while True:
+        try:
+            header = read_frame(0)
+        except EOFError:
+            os._exit(0)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                cpu = int(header.get("cpu_s", 10))
+                resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+                run_job()
+            except BaseException as exc:
+                emit({"harness_error": describe(exc)})
+            os._exit(0)
+        os.waitpid(pid, 0)
+        try:
+            os.kill(-1, signal.SIGKILL)  # everything but PID 1: daemons, stragglers
+        except ProcessLookupError:
+            pass
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        dirty = False
+        for root in ("/work", "/tmp"):
+            try:
+                _wipe(root)
+            except OSError:
+                dirty = True
+        os.chdir("/work")
+        emit({"ready": header["job"], "dirty": dirty})
+
+
 def main():
     try:
         _make_nondumpable()
+        if sys.argv[1:] == ["zygote"]:
+            zygote()
         setup = read_frame(0)
         mode = setup["mode"]
         runner = {"assert": run_assert, "call": run_call, "stdio": run_stdio}[mode]
@@ -619,9 +682,6 @@ def main():
         os._exit(2)
     try:
         runner(setup)
-    except (EOFError, BrokenPipeError) as exc:
-        emit({"harness_error": describe(exc)})
-        os._exit(2)
     except BaseException as exc:
         emit({"harness_error": describe(exc)})
         os._exit(2)

@@ -43,6 +43,8 @@ __all__ = ["RunResult", "Sandbox"]
 NOBODY = 65534
 WORKDIR = "/work"
 _CHUNK = 65536
+#: The environment a program starts with (bwrap clears everything else); HOME and TMPDIR are its workdir.
+DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ class Sandbox:
             if name.startswith("/") or ".." in name.split("/") or not name:
                 raise ValueError(f"file names are relative to the working directory, got {name!r}")
         stdin_bytes = stdin.encode() if isinstance(stdin, str) else bytes(stdin)
-        environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        environment = dict(DEFAULT_ENV)
         environment.update(env or {})
         if level is Isolation.BWRAP:
             return self._run_bwrap(list(argv), data, stdin_bytes, limits, environment, as_pid1)
@@ -201,23 +203,24 @@ class Sandbox:
 
     # -- bwrap ---------------------------------------------------------------------------------------------------
 
-    def _run_bwrap(
+    def bwrap_command(
         self,
-        argv: list[str],
-        files: dict[str, bytes],
-        stdin: bytes,
+        argv: Sequence[str],
+        files: Mapping[str, bytes],
         limits: Limits,
-        env: dict[str, str],
+        env: Mapping[str, str],
         as_pid1: bool,
-    ) -> RunResult:
+        status_fd: int | None = None,
+    ) -> tuple[list[str], list[int]]:
+        """The full bubblewrap command line for ``argv``, and the descriptors it must inherit (file contents)."""
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise SandboxError("bwrap disappeared after the probe")
-        status_r, status_w = os.pipe()
-        fds = [status_w]
+        fds: list[int] = []
         binds = (*_interpreter_binds(self.python), *self.bind)
         cmd = [bwrap, *bwrap_args(binds, limits)]
-        cmd += ["--json-status-fd", str(status_w)]
+        if status_fd is not None:
+            cmd += ["--json-status-fd", str(status_fd)]
         if as_pid1:
             cmd.append("--as-pid-1")
         home = dict(env, HOME=WORKDIR, TMPDIR=WORKDIR)
@@ -234,8 +237,22 @@ class Sandbox:
         cmd += ["--remount-ro", "/"]  # the sandbox's own root too: only /work and /tmp are writable
         # RLIMIT_NPROC is set inside the new user namespace, where it counts this sandbox's processes only.
         cmd += ["--", "/usr/bin/prlimit", f"--nproc={limits.nproc}:{limits.nproc}", "--", *argv]
+        return cmd, fds
+
+    def _run_bwrap(
+        self,
+        argv: list[str],
+        files: dict[str, bytes],
+        stdin: bytes,
+        limits: Limits,
+        env: dict[str, str],
+        as_pid1: bool,
+    ) -> RunResult:
+        status_r, status_w = os.pipe()
+        cmd, fds = self.bwrap_command(argv, files, limits, env, as_pid1, status_fd=status_w)
+        fds.append(status_w)
         try:
-            result = _execute(cmd, stdin, limits, fds, preexec=lambda: _limited(limits), cwd="/")
+            result = _execute(cmd, stdin, limits, fds, preexec=lambda: limited(limits), cwd="/")
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
@@ -355,7 +372,7 @@ def unshare_args() -> list[str]:
     ]
 
 
-def _limited(limits: Limits) -> None:
+def limited(limits: Limits) -> None:
     limits.apply(nproc=False)
     drop_privileges()
 
