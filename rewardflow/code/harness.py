@@ -499,12 +499,28 @@ def _run_stdio_case(target, data, case_s, out_cap):
     if not pending:
         os.close(in_w)
     limit = None
+    status = None
     while readers:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             limit = "time limit"
             break
-        r, w, _ = select.select(list(readers), writers, [], remaining)
+        r, w, _ = select.select(list(readers), writers, [], min(remaining, 0.1))
+        if not r and not w:
+            # Quiet for a while: if the program has exited, whatever still holds its pipes (a daemon it left)
+            # does not keep the case open.
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = code
+                for fd, buf in readers.items():
+                    os.set_blocking(fd, False)
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except OSError:
+                        chunk = b""
+                    buf += chunk[: max((out_cap if fd == out_r else 4096) - len(buf), 0)]
+                break
+            continue
         if w:
             try:
                 pending = pending[os.write(in_w, pending[:65536]) :]
@@ -526,8 +542,7 @@ def _run_stdio_case(target, data, case_s, out_cap):
                 limit = "output limit"
         if limit:
             break
-    status = None
-    if limit is None:
+    if limit is None and status is None:
         remaining = deadline - time.monotonic()
         while remaining > 0:
             done, status = os.waitpid(pid, os.WNOHANG)
