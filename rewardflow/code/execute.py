@@ -75,7 +75,11 @@ def execute(
     job["nonce"] = nonce
     # The whole run gets every case's budget plus compilation and start-up; the sandbox's own wall limit caps it.
     wall = min(limits.wall_s, (compile_s if language == "cpp" else 0) + case_s * max(len(suite), 1) + 5.0)
-    run_limits = limits.with_(wall_s=wall, output_bytes=limits.output_bytes * max(len(suite), 1) + 65536)
+    run_limits = limits.with_(
+        wall_s=wall,
+        cpu_s=min(limits.cpu_s, int(wall) + 1),  # per process; the wall clock is the limit that binds
+        output_bytes=limits.output_bytes * max(len(suite), 1) + 65536,
+    )
     payload = frame(setup) + frame(job)
     docs: list[Any] | None = None
     if session is not None:
