@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,10 +43,19 @@ def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
     return (after[0] - before[0]) / max(after[1] - before[1], 1)
 
 
-def overhead() -> tuple[float, float, float, str]:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def overhead() -> tuple[float, float, float, float, str]:
     sandbox = Sandbox(require="bwrap")
     for _ in range(10):
         sandbox.run(["/usr/bin/true"])
+    cpu_before = children_cpu()
+    for _ in range(OVERHEAD_RUNS):
+        sandbox.run(["/usr/bin/true"])
+    cpu_ms = (children_cpu() - cpu_before) / OVERHEAD_RUNS * 1e3  # bwrap and everything it waited for
     sandboxed, bare = [], []
     for _ in range(OVERHEAD_RUNS):
         start = time.perf_counter()
@@ -56,7 +66,7 @@ def overhead() -> tuple[float, float, float, str]:
         subprocess.run(["/usr/bin/true"], check=True)
         bare.append(time.perf_counter() - start)
     p90 = statistics.quantiles(sandboxed, n=10)[-1]
-    return statistics.median(sandboxed) * 1e3, p90 * 1e3, statistics.median(bare) * 1e3, str(result.isolation)
+    return statistics.median(sandboxed) * 1e3, p90 * 1e3, statistics.median(bare) * 1e3, cpu_ms, str(result.isolation)
 
 
 def per_row_overhead() -> tuple[float, float]:
@@ -99,9 +109,10 @@ def human_eval_run(problems: list[dict]) -> tuple[float, int]:
 
 def main() -> None:
     print(f"P8 code execution, {machine()}")
-    med, p90, bare, level = overhead()
+    med, p90, bare, cpu_ms, level = overhead()
     print(f"\n1. sandbox overhead ({level}), empty program, {OVERHEAD_RUNS} runs")
     print(f"   median {med:.1f} ms, p90 {p90:.1f} ms; bare subprocess {bare:.1f} ms; target median <= 15 ms")
+    print(f"   CPU time per sandboxed run (user + system, bwrap and its children): {cpu_ms:.1f} ms")
     fresh, reused = per_row_overhead()
     print("   an empty Python program as one row (harness + program), median:")
     print(f"   fresh sandbox per row {fresh:.1f} ms; reused sandbox (rewardflow's default) {reused:.1f} ms")
