@@ -63,6 +63,7 @@ def execute(
     if suite.kind == "assert":
         setup["count"] = len(suite.tests)
         job: dict[str, Any] = {"setup": suite.setup, "tests": list(suite.tests)}
+        job.update(trusted=suite.trusted, entry=suite.entry)
     elif suite.kind == "call":
         setup["fn"] = suite.fn_name
         from rewardflow.code.harness import encode

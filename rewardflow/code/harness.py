@@ -335,11 +335,18 @@ class Remote:
         return f"<program function {self._name}>"
 
 
-def _namespace(child, names, clock):
+def _namespace(child, names, clock, entry=None):
+    """The test's globals: the program's functions as proxies, its stdlib modules, its plain values.
+
+    A program name that shadows a builtin (``abs``, ``len``) is left out, unless it is the entry point: the test's
+    ``abs`` is always the real one.
+    """
     import importlib
 
     ns = {"__name__": "__rf_test__", "__builtins__": builtins}
     for name, info in names.items():
+        if name in builtins.__dict__ and name != entry:
+            continue
         if info[0] == "callable":
             ns[name] = Remote(child, name, clock)
         elif info[0] == "module":
@@ -394,7 +401,14 @@ def run_assert(setup):
             if setup.get("stop"):
                 break
             continue
-        ns = _namespace(child, loaded["names"], clock)
+        entry = job.get("entry")
+        ns = _namespace(child, loaded["names"], clock, entry)
+        if job.get("trusted"):
+            # The problem's own code (HumanEval's prompt: helpers such as poly or encode_cyclic) runs here, so
+            # the program cannot redefine what the test uses to check it; then the entry point is the program's.
+            exec(compile(job["trusted"], "<problem>", "exec"), ns)
+        if entry:
+            ns[entry] = Remote(child, entry, clock)
         source = prelude + "\n" + test if prelude else test
         sink = io.StringIO()
         try:

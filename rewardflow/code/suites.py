@@ -43,6 +43,8 @@ class Suite:
     inputs: tuple[Any, ...] = ()
     outputs: tuple[Any, ...] = ()
     fn_name: str | None = None
+    trusted: str = ""  # the problem's own code (HumanEval's prompt), run next to the tests, not the program
+    entry: str | None = None  # the program's function the tests call (HumanEval's entry_point)
 
     def __len__(self) -> int:
         return len(self.tests) if self.kind == "assert" else len(self.inputs)
@@ -87,7 +89,10 @@ def _text(value: Any) -> str:
 def suite_from_row(row: Mapping[str, Any]) -> Suite:
     """The :class:`Suite` a row describes (see the module docstring); raises InputError when it has none."""
     if row.get("test") and row.get("entry_point"):
-        return Suite("assert", tests=(f"{row['test']}\ncheck({row['entry_point']})\n",))
+        entry = str(row["entry_point"])
+        return Suite(
+            "assert", tests=(f"{row['test']}\ncheck({entry})\n",), trusted=str(row.get("prompt") or ""), entry=entry
+        )
     if row.get("test_list"):
         setup = "\n".join([*list(row.get("test_imports") or []), row.get("test_setup_code") or ""])
         return Suite("assert", tests=tuple(str(t) for t in row["test_list"]), setup=setup.strip())

@@ -239,3 +239,25 @@ def test_killing_the_harness_at_the_rlimits_level_scores_zero() -> None:
     score = reward(fenced(code), **ADD)
     assert score.value == 0.0 and score.info["isolation"] == "rlimits"
     assert "harness did not finish" in score.reason
+
+
+def test_a_program_name_cannot_shadow_a_builtin_the_test_uses(reward: CodeReward) -> None:
+    row = {"test": "def check(candidate):\n    assert abs(candidate(0.5, 0.25) - 0.75) < 1e-9\n", "entry_point": "add"}
+    honest = reward(fenced("def add(a, b):\n    return a + b"), **row)
+    assert honest.value == 1.0
+    cheat = reward(fenced("def abs(x):\n    return 0\n\ndef add(a, b):\n    return 42"), **row)
+    assert cheat.value == 0.0, cheat
+
+
+def test_the_problem_helpers_come_from_the_prompt_not_the_program(reward: CodeReward) -> None:
+    """HumanEval/32 checks find_zero with the prompt's poly(); a program that redefines poly gains nothing."""
+    prompt = 'def double(x):\n    return 2 * x\n\n\ndef half(x):\n    """Return x / 2."""\n'
+    row = {
+        "prompt": prompt,
+        "test": "def check(candidate):\n    assert double(candidate(8)) == 8\n",
+        "entry_point": "half",
+    }
+    honest = reward(fenced(prompt + "    return x / 2\n"), **row)
+    assert honest.value == 1.0, honest
+    cheat = reward(fenced("def double(x):\n    return 8\n\n\ndef half(x):\n    return 0\n"), **row)
+    assert cheat.value == 0.0, cheat
