@@ -689,12 +689,13 @@ def zygote():
             except ChildProcessError:
                 break
         dirty = False
-        for root in ("/work", "/tmp"):
+        for root in ("/work", "/tmp", "/dev/shm"):
             try:
                 _wipe(root)
             except OSError:
                 dirty = True
         os.chdir("/work")
+        _write_all(1, b"\n")  # ends any line a killed harness left half-written
         emit({"ready": header["job"], "dirty": dirty})
 
 

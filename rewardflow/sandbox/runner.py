@@ -350,7 +350,8 @@ def bwrap_args(extra_binds: Sequence[str], limits: Limits) -> list[str]:
     args += system_binds()
     for path in extra_binds:
         args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    # /dev is bubblewrap's own tmpfs, without a size cap: made read-only, with a small capped /dev/shm on it.
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(16 << 20), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
     args += ["--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp"]
     args += ["--size", str(limits.tmpfs_bytes), "--tmpfs", WORKDIR, "--chdir", WORKDIR]
     return args

@@ -122,6 +122,8 @@ class Session:
                         except json.JSONDecodeError:
                             continue
                         if isinstance(doc, dict) and doc.get("ready") == job_id:
+                            if doc.get("dirty"):  # the zygote could not empty the disk: start afresh next time
+                                self.close()
                             return lines, None
                         if isinstance(doc, dict):
                             lines.append(doc)

@@ -145,6 +145,35 @@ def test_no_writes_outside_the_workdir_and_no_secrets(py, tmp_path) -> None:
     assert not os.path.exists("/rf_evil")
 
 
+def test_filling_the_disk_stops_at_the_caps(py) -> None:
+    """Every writable place is a size-capped tmpfs (/dev itself is read-only): the host's memory is not the limit."""
+    code = textwrap.dedent(
+        """
+        import os
+        chunk = b"x" * (1 << 20)
+        for root in ("/work", "/tmp", "/dev/shm", "/dev"):
+            written = 0
+            try:
+                for i in range(10_000):
+                    with open(f"{root}/fill{i}", "wb") as f:
+                        for _ in range(8):
+                            f.write(chunk)
+                            written += 1
+            except OSError:
+                pass
+            print(root, written)
+        """
+    )
+    result = py.run(code)
+    assert result.ok, result
+    written = {line.split()[0]: int(line.split()[1]) for line in result.stdout.decode().splitlines()}
+    limits = py.sandbox.limits
+    assert 0 < written["/work"] <= limits.tmpfs_bytes >> 20
+    assert 0 < written["/tmp"] <= limits.tmpfs_bytes >> 20
+    assert 0 < written["/dev/shm"] <= 16
+    assert written["/dev"] == 0
+
+
 def test_killing_the_parent_does_not_reach_the_host(py) -> None:
     result = py.run("import os, signal\nos.kill(os.getppid(), 9)\nos.kill(-1, 9)\nprint('still here')")
     assert result.limit is None  # typed result whatever the program's fate
