@@ -320,6 +320,39 @@ def rllm(mirror: Path) -> dict:
     return _doc(repo, [path], cases, left_out)
 
 
+def verl(mirror: Path) -> dict:
+    """``tests/interactions/test_gsm8k_interaction.py``: the last assistant message against the ground truth,
+    with the verdict the test asserts. These tests mock verl's GSM8K scorer, so only rows where the mocked
+    verdict is also what verl's strict scorer gives (an answer after ``#### ``) are kept; verl has no other
+    verdict-bearing math-grading tests at this commit (its reward_score tests cover code sandboxes)."""
+    repo = Repo(mirror, "volcengine/verl", "Apache-2.0")
+    path = "tests/interactions/test_gsm8k_interaction.py"
+    cases, left_out = [], []
+    for fn in ast.walk(ast.parse(repo.show(path))):
+        if not isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef) or not fn.name.startswith("test_generate"):
+            continue
+        truth = content = verdict = None
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                if node.targets[0].id == "ground_truth":
+                    truth = ast.literal_eval(node.value)
+                if node.targets[0].id == "messages":
+                    messages = ast.literal_eval(node.value)
+                    said = [m["content"] for m in messages if m["role"] == "assistant"]
+                    content = said[-1] if said else None
+            if isinstance(node, ast.keyword) and node.arg == "return_value":
+                verdict = ast.literal_eval(node.value)
+        origin = f"{path}:{fn.lineno} ({fn.name})"
+        if truth is None or content is None or verdict is None:
+            continue
+        strict = re.findall(r"#### (-?[0-9.,]+)", content)
+        if float(bool(strict) and strict[-1].replace(",", "") == truth) != verdict:
+            left_out.append({"origin": origin, "why": "mocked verdict differs from verl's strict GSM8K scorer"})
+            continue
+        cases.append({"origin": origin, "gold": truth, "completion": content, "expected": int(verdict)})
+    return _doc(repo, [path], cases, left_out)
+
+
 def _doc(repo: Repo, paths: list[str], cases: list[dict], left_out: list[dict]) -> dict:
     for i, case in enumerate(cases):
         case["id"] = i
@@ -347,6 +380,7 @@ def main() -> None:
         "qwen25_math": (qwen_math(mirror), qwen_math),
         "open_r1": (open_r1(mirror), open_r1),
         "rllm": (rllm(mirror), rllm),
+        "verl": (verl(mirror), verl),
     }
     for name, (doc, fn) in docs.items():
         doc["how"] = " ".join((fn.__doc__ or "").split())

@@ -58,6 +58,7 @@ _FONT_NUMBER_RE = re.compile(
 # Two digits separated only by a space are two numbers ("4 1"), unless the space groups thousands ("1 000").
 # A repeating decimal, 0.\overline{3} or 1.2\overline{45}.
 _REPEATING_RE = re.compile(r"(?<![\d.])(\d*)\.(\d{0,20})\\overline\{(\d{1,20})\}")
+_PERCENT_END_RE = re.compile(r"(?<=[\d}])[ \t]*(?:\\?%|\\text\{ ?\\?% ?\}|pct|percent(?:age)?)$")
 _DOUBLE_BACKSLASH_RE = re.compile(r"(?<!\\)\\\\(?=[a-zA-Z])")
 _DECIMAL_COMMA_RE = re.compile(r"[-+]?(?:0,\d+|[1-9]\d*,(?:\d{1,2}|\d{4,}))")
 _SPACING_RE = re.compile(r"\\(?:,|;|:|quad|qquad|thinspace)(?![a-zA-Z])|~")
@@ -131,6 +132,8 @@ def math_equal(gold: str, pred: str, *, _sequences: bool = True) -> Verdict:
         return Verdict(False, f"final answer is {len(pred)} characters long (limit {limit})")
     g_text, p_text = normalize_answer(gold), normalize_answer(pred)
     g_text, p_text = _decimal_comma(g_text, p_text), _decimal_comma(p_text, g_text)
+    if _PERCENT_END_RE.search(g_text) or _PERCENT_END_RE.search(p_text):
+        return _compare_percent(g_text, p_text)
     if _SPLIT_DIGITS_RE.search(p_text) and not _SPLIT_DIGITS_RE.search(g_text) and len(p_text) <= 200:
         # "4 1" is two numbers, not 41 (the parser would join them): compare as written, never as one number
         equal = _key(g_text) == p_text.strip()
@@ -181,6 +184,20 @@ def _repeating_fraction(m: re.Match[str]) -> str:
     value = Fraction(int(whole)) + Fraction(int(fixed or "0"), 10 ** len(fixed))
     value += Fraction(int(period), (10 ** len(period) - 1) * 10 ** len(fixed))
     return f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+
+
+def _compare_percent(g_text: str, p_text: str) -> Verdict:
+    """A percentage on one side: ``50\\%`` matches ``50`` (the number asked for) and ``0.5`` (its value); both
+    sides in percent compare their numbers. Decided here because math-verify versions read ``%`` differently
+    (0.8 as a factor of 1/100, 0.9 by dropping it)."""
+    g_pct, p_pct = bool(_PERCENT_END_RE.search(g_text)), bool(_PERCENT_END_RE.search(p_text))
+    g_bare, p_bare = _PERCENT_END_RE.sub("", g_text), _PERCENT_END_RE.sub("", p_text)
+    first = math_equal(g_bare, p_bare)
+    if first.equal or g_pct == p_pct:
+        return first
+    if g_pct:
+        return math_equal(f"\\frac{{{g_bare}}}{{100}}", p_bare)
+    return math_equal(g_bare, f"\\frac{{{p_bare}}}{{100}}")
 
 
 def _decimal_comma(text: str, other: str) -> str:

@@ -25,6 +25,7 @@ SUITES = (
     "qwen25_math",
     "open_r1",
     "rllm",
+    "verl",
     "lighteval",
 )
 
