@@ -53,9 +53,9 @@ _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
 # The separator after "answer is" is a colon only: a "-" there is the answer's sign ("The answer is -5.").
 _ANSWER_IS_RE = re.compile(r"\banswer[ \t]+is\b[ \t*]*[:：]?[ \t*]*([^\n]*)", re.IGNORECASE)
 _ANSWER_LINE_RE = re.compile(
-    r"(?:^[ \t>*#]*A|\banswer)[ \t*]*[:：][ \t*]*([^\n]*)|\banswer[ \t]+(?=[$]|\\[(\[])([^\n]*)",
-    re.IGNORECASE | re.MULTILINE,
+    r"\banswer[ \t*]*[:：][ \t*]*([^\n]*)|\banswer[ \t]+(?=[$]|\\[(\[])([^\n]*)", re.IGNORECASE
 )
+_A_LINE_RE = re.compile(r"^[ \t>*#]*A[ \t*]*[:：][ \t*]*([^\n]*)", re.IGNORECASE | re.MULTILINE)
 # A "Final Answer" heading ("### Final Answer", "**Final Answer**") with the answer on a following line.
 _HEADING_RE = re.compile(r"^[ \t#*]*final[ \t]+answer[ \t*#:：]*$", re.IGNORECASE | re.MULTILINE)
 _NEXT_LINE_RE = re.compile(r"[ \t]*\n[ \t\n]*([^\n]*)")
@@ -276,7 +276,15 @@ def _normalise_key(answer: str) -> str:
 def _text_spans(text: str) -> list[tuple[int, str, str]]:
     """``(position, anchor, answer)`` of every textual anchor: ``####``, "answer is", answer lines, headings."""
     spans: list[tuple[int, str, str]] = []
-    for anchor, pattern in (("####", _HASH_RE), ("answer is", _ANSWER_IS_RE), ("answer line", _ANSWER_LINE_RE)):
+    lower = text.lower()
+    patterns = []  # only the patterns whose literal part occurs (the regexes cost more than the substring test)
+    if "####" in text:
+        patterns.append(("####", _HASH_RE))
+    if "answer" in lower:
+        patterns += [("answer is", _ANSWER_IS_RE), ("answer line", _ANSWER_LINE_RE)]
+    if ":" in text or "：" in text:
+        patterns.append(("answer line", _A_LINE_RE))
+    for anchor, pattern in patterns:
         for m in pattern.finditer(text):
             body = m.group(1) if m.group(1) is not None else (m.group(2) if m.lastindex == 2 else "")
             if not body.strip(_EMPHASIS + ":："):
@@ -286,7 +294,7 @@ def _text_spans(text: str) -> list[tuple[int, str, str]]:
                 start = m.start(1) if m.group(1) is not None else m.start(2)
                 body = text[start : start + 1000]  # a display-math answer may span lines
             spans.append((m.start(), anchor, body))
-    for m in _HEADING_RE.finditer(text):
+    for m in _HEADING_RE.finditer(text) if "final" in lower and "answer" in lower else ():
         nxt = _NEXT_LINE_RE.match(text, m.end())
         if nxt:
             spans.append((m.start(), "final answer heading", nxt.group(1)))
