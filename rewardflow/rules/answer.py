@@ -61,11 +61,12 @@ _HEADING_RE = re.compile(r"^[ \t#*]*final[ \t]+answer[ \t*#:：]*$", re.IGNORECA
 _NEXT_LINE_RE = re.compile(r"[ \t]*\n[ \t\n]*([^\n]*)")
 # End of the answer on its line: a sentence end, or a clause that explains it ("7, because ...").
 _PROSE_RE = re.compile(
-    r"(?<![\d\\])\.(?=\s|$)|[;,]?[ \t]+(?:because|since|as[ \t]+(?:it|we|this|the)|which|I[ \t]+hope|"
+    r"(?<![\d\\])\.(?=\s|$)|(?<![ \t;,])[;,]?[ \t]+(?:because|since|as[ \t]+(?:it|we|this|the)|which|I[ \t]+hope|"
     r"so[ \t]+(?:the|that)|where|therefore|hence|thus)\b",
     re.IGNORECASE,
 )
 _EMPHASIS = "*_ \t"
+_MAX_LINE = 4000  # an answer line is read up to this many characters (answers over 2,000 are never parsed)
 _JOINED_MATH_RE = re.compile(r"[ \t]*(and|or|,)[ \t]*\$([^$\n]{1,200})\$")
 # "The largest $n$ is 34": the value follows the last verb of a sentence-like answer.
 _VERB_RE = re.compile(r"\b(?:is|are|was|equals|=)[ \t]+", re.IGNORECASE)
@@ -222,8 +223,9 @@ def _clean(answer: str) -> str:
     elif len(answer) >= 4 and answer[:2] in ("\\(", "\\[") and answer[-2:] in ("\\)", "\\]"):
         answer = answer[2:-2].strip()
     answer = _unbox(answer.rstrip(" .,").strip(_EMPHASIS))
-    while answer.endswith("}") and answer.count("}") > answer.count("{"):
-        answer = answer[:-1].rstrip()  # "\\frac{211}{243}}": a stray closing brace
+    excess = answer.count("}") - answer.count("{")
+    while excess > 0 and answer.endswith("}"):
+        answer, excess = answer[:-1].rstrip(), excess - 1  # "\\frac{211}{243}}": a stray closing brace
     return "" if _is_placeholder(answer) else answer
 
 
@@ -262,7 +264,7 @@ def _line_answer(rest: str) -> str:
         spans = boxed_spans(rest)
         if spans:
             return spans[0][2]
-    rest = rest.split("\n", 1)[0]
+    rest = rest.split("\n", 1)[0][:_MAX_LINE]  # bounded: the prose pattern backtracks over runs of spaces
     m = _PROSE_RE.search(rest)
     rest = rest[: m.start()] if m else rest
     verbs = list(_VERB_RE.finditer(rest)) if rest[:1].isalpha() and len(rest) <= 200 else []

@@ -8,18 +8,24 @@ zero to train on.
 Equality is decided by :func:`rewardflow.rules.equivalence.math_equal` (exact arithmetic where math-verify
 rounds, see that module). What this module adds on top:
 
-* **Anchoring.** Only the extracted final answer is compared, never the whole completion (math-verify's own
-  extraction falls back to the last number of the text), which is also far cheaper to parse.
-* **Gold wrapping.** A bare LaTeX gold such as ``10\\sqrt{2}`` is parsed whole (math-verify given it without
-  ``$...$`` parses only ``10``, so ``\\boxed{10}`` would match).
-* **Anti-hedging.** "70, 71, or 72" and two different boxed answers score 0 when the gold is a single value;
-  a list answer is compared as a list when the gold is a list (``1, 2``, ``(3, -1)``, ``\\pm 2``).
+* **Anchoring.** The final answer is the last anchored span (see :mod:`rewardflow.rules.answer`), which is
+  also far cheaper to parse than the whole completion. A completion without any anchor is scored as the
+  ``unanchored`` parameter says: ``"last"`` (default) reads a bare answer whole and otherwise takes
+  math-verify's last expression, as math-verify itself does; ``"bare"`` scores unanchored prose 0; ``"zero"``
+  requires an anchor. The reason names the rule that applied.
+* **Gold reading.** A bare LaTeX gold such as ``10\\sqrt{2}`` is parsed whole (math-verify given it without
+  ``$...$`` parses only ``10``, so ``\\boxed{10}`` would match); several boxes joined by "and" or commas, and
+  Oxford-comma lists, are a list.
+* **Anti-hedging.** "70, 71, or 72" and boxed answers with two different *values* score 0 when the gold is a
+  single value; a list answer is compared as a list when the gold is a list (``1, 2``, ``(3, -1)``, ``\\pm 2``).
 * **GSM8K fast path.** Plain numbers on both sides ("$1,000", "18 dollars") are compared exactly as fractions
   without sympy; units are tolerated for ``gsm8k`` only (``5x`` is not ``5`` in algebra).
+* **math-verify as the floor.** Where rewardflow's own comparison cannot tell (the answer does not parse, reads
+  as prose, or only math-verify can read the gold), math-verify's ``parse``/``verify`` decide.
 
-:func:`math_verify_equal` is plain math-verify (timeouts off, gold wrapped), kept for comparisons; the rewards do
-not use it. math-verify's signal-based timeouts are never used: they only work on a main thread and, elsewhere,
-turn a correct answer into a silent 0. The engine's killable per-call timeout bounds every reward instead.
+math-verify is always called with its signal-based timeouts off: they only work on a main thread and,
+elsewhere, turn a correct answer into a silent 0. The engine's killable per-call timeout bounds every reward
+instead, and the unanchored fallback hands math-verify at most the last 4,000 characters.
 """
 
 from __future__ import annotations
