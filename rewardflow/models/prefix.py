@@ -44,11 +44,14 @@ class SharedGroup:
     rows: tuple[int, ...]
 
 
-def plan_groups(input_ids: Sequence[Sequence[int]], prompt_lengths: Sequence[int]) -> list[SharedGroup]:
+def plan_groups(
+    input_ids: Sequence[Sequence[int]], prompt_lengths: Sequence[int], read_at: Sequence[int] | None = None
+) -> list[SharedGroup]:
     """Group rows by their prompt tokens; each group's prefix is the members' longest common prefix.
 
-    The prefix stops one token short of the shortest member, so every member has a token of its own to read
-    (its score position). Groups of one row, and prefixes under :data:`MIN_SHARED`, are left out.
+    The prefix stops at the earliest read position of the group (default: one token short of the shortest
+    member), so every member's score is read from a token of its own pass. Groups of one row, and prefixes under
+    :data:`MIN_SHARED`, are left out.
     """
     by_prompt: dict[tuple[int, ...], list[int]] = {}
     for i, (ids, n) in enumerate(zip(input_ids, prompt_lengths, strict=True)):
@@ -59,7 +62,7 @@ def plan_groups(input_ids: Sequence[Sequence[int]], prompt_lengths: Sequence[int
         if len(rows) < 2:
             continue
         first = input_ids[rows[0]]
-        common = min(len(input_ids[r]) for r in rows) - 1
+        common = min(read_at[r] if read_at is not None else len(input_ids[r]) - 1 for r in rows)
         for r in rows[1:]:
             other = input_ids[r]
             k = 0

@@ -507,7 +507,9 @@ class RewardModel(ManagedModel):
         """Groups that share a prompt prefix run it once (:mod:`rewardflow.models.prefix`); the rest are padded."""
         torch = import_torch()
         reason = self._sharing_off(encoded, probe=False)
-        groups = [] if reason is not None else plan_groups(encoded.input_ids, encoded.prompt_lengths or [])
+        groups = []
+        if reason is None:
+            groups = plan_groups(encoded.input_ids, encoded.prompt_lengths or [], encoded.read_at)
         if reason is None and not groups:
             reason = f"no samples share a prompt prefix of at least {MIN_SHARED} tokens"
         if groups:

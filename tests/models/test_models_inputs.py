@@ -141,3 +141,18 @@ def test_sharing_can_be_turned_off_and_says_so(zoo: dict[str, Path]) -> None:
     assert on([prompt] * 3, ["nine", "18", "x"]) == pytest.approx(rm([prompt] * 3, ["nine", "18", "x"]), abs=1e-5)
     assert on.last_report is not None and on.last_report.prefix_sharing == "on"
     assert on.last_report.shared_groups == 1 and on.last_report.shared_tokens > 2 * 16
+
+
+def test_prefix_groups_stop_before_every_read_position() -> None:
+    from rewardflow.models.prefix import MIN_SHARED, plan_groups
+
+    shared = list(range(100, 100 + MIN_SHARED + 4))
+    ids = [[*shared, 1, 2, 7], [*shared, 1, 2, 7, 7], [*shared, 5]]
+    (group,) = plan_groups(ids, [len(shared)] * 3)
+    assert group.rows == (0, 1, 2) and group.prefix == len(shared)  # the common prefix, one short of the shortest
+    # a sequence classifier whose saved pad id is 7 reads row 0 at index len(shared) + 1: the prefix must stop there
+    (group,) = plan_groups(ids[:2], [len(shared)] * 2, [len(shared) + 1, len(shared) + 1])
+    assert group.prefix == len(shared) + 1
+    (group,) = plan_groups(ids[:2], [len(shared)] * 2)
+    assert group.prefix == len(shared) + 2  # without read positions: one short of the shortest (3 + prefix)
+    assert plan_groups([[*shared[:5], 1], [*shared[:5], 2]], [5, 5]) == []  # under MIN_SHARED: not worth a pass
