@@ -560,8 +560,12 @@ class RewardModel(ManagedModel):
         """Why prefix sharing cannot run on this call, or ``None`` (``probe``: also measure the model once)."""
         if not self.share_prefix:
             return "disabled (share_prefix=False)"
-        if self._base is None:
-            return "this head is read from the whole model's output, not from a base model"
+        if self._base is None:  # an encoder classifier, usually: say so when the probe can tell
+            if self._blocker is None:
+                base = getattr(self._model, "base_model", None)
+                found = sharing_blocker(base, self.device, len(self._tokenizer)) if base is not None else None
+                self._blocker = found or "this head is read from the whole model's output, not from a base model"
+            return self._blocker
         if encoded.token_type_ids is not None:
             return "the inputs carry token type ids (a text-pair encoder)"
         if encoded.prompt_lengths is None:

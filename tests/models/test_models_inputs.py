@@ -130,6 +130,14 @@ def test_bidirectional_encoder_falls_back_with_the_reason(zoo: dict[str, Path], 
             float(model(input_ids=torch.tensor([s])).logits[0, -1, 0]) for s in rm.encode(prompts, completions)
         ]
     assert scores == pytest.approx(reference, abs=1e-4)
+    # a pooled [CLS] sequence classifier runs whole; the report still names the reason sharing is off
+    from transformers import BertForSequenceClassification
+
+    randomize(BertForSequenceClassification(config), 4).save_pretrained(tmp_path / "bert-seq")
+    tok.save_pretrained(tmp_path / "bert-seq")
+    seq = RewardModel(str(tmp_path / "bert-seq"))
+    seq(prompts, completions)
+    assert seq.last_report is not None and "bidirectional" in seq.last_report.prefix_sharing
 
 
 def test_sharing_can_be_turned_off_and_says_so(zoo: dict[str, Path]) -> None:
