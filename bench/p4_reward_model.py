@@ -352,6 +352,12 @@ def minilm(n: int, rounds: int) -> None:
         f"RewardModel.score at {share:.0%} of the median peak ({flops / t_rm / max(peaks):.0%} of the highest); "
         f"target >= 85 %: {share >= 0.85}; prefix sharing: {report.prefix_sharing}"
     )
+    shaped = statistics.median(_gemm_rate(1024, 384, 1536) for _ in range(3))
+    print(
+        f"context: a matmul of MiniLM's own feed-forward shape (1024 x 384 @ 384 x 1536) runs at "
+        f"{shaped / 1e9:.0f} GFLOP/s ({shaped / peak:.0%} of the 2048^2 peak): RewardModel.score reaches "
+        f"{flops / t_rm / shaped:.0%} of it"
+    )
     print(f"max |seed - rewardflow| score: {diff:.1e} (must be < 1e-4: {diff < 1e-4})")
 
 
@@ -363,6 +369,17 @@ def _seed_flops(samples: list[Sample]) -> int:
         for s in samples:
             seed_reward(s.prompt, s.completion)
     return int(counter.get_total_flops())
+
+
+def _gemm_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
+    """FLOP/s of one ``(m x k) @ (k x n)`` fp32 product plus bias (a linear layer), best of ``repeats``."""
+    import torch
+
+    x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+    for _ in range(3):
+        torch.nn.functional.linear(x, w, b)
+    best = min(measure(lambda: torch.nn.functional.linear(x, w, b))[1] for _ in range(repeats))
+    return 2 * m * k * n / best
 
 
 def _matmul_peak(n: int = 2048, repeats: int = 10) -> float:
