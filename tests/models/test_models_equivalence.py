@@ -125,15 +125,21 @@ def grpo_batch(rng: random.Random, groups: int, size: int) -> tuple[list[str], l
     return prompts, completions
 
 
-CASES = [(arch, head, seed) for seed, (arch, head) in enumerate((a, h) for a in ARCHS for h in HEADS)]
+CASES = [
+    (arch, head, templated, seed)
+    for seed, (arch, head, templated) in enumerate((a, h, t) for a in ARCHS for h in HEADS for t in (True, False))
+]
 
 
-@pytest.mark.parametrize(("arch", "head", "seed"), CASES, ids=[f"{a}-{h}" for a, h, _ in CASES])
+@pytest.mark.parametrize(
+    ("arch", "head", "templated", "seed"),
+    CASES,
+    ids=[f"{a}-{h}-{'template' if t else 'text'}" for a, h, t, _ in CASES],
+)
 def test_batched_equals_the_per_sample_loop(
-    tmp_path: Path, tokenizers_dir: dict[str, Path], arch: str, head: str, seed: int
+    tmp_path: Path, tokenizers_dir: dict[str, Path], arch: str, head: str, templated: bool, seed: int
 ) -> None:
     rng = random.Random(1000 + seed)
-    templated = rng.random() < 0.5 or head == "value-head"
     tok_dir = tokenizers_dir["template" if templated else "plain"]
     eos_id = int(__import__("transformers").AutoTokenizer.from_pretrained(str(tok_dir)).eos_token_id)
     # seq-cls: no pad id in the config (Llama-3/Mistral/GPT-2 style) or pad = EOS saved (TRL-trained checkpoints)
