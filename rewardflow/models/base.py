@@ -118,7 +118,8 @@ class ManagedModel:
 
     Args:
         path: local checkpoint directory (safetensors only). Configuration, never data.
-        device: compute device; default the current CUDA device, else the CPU.
+        device: compute device; default, resolved on first use: this rank's GPU (the current CUDA device if the
+            trainer bound one, else ``LOCAL_RANK``), else the CPU.
         dtype: weight dtype; default bf16 on a GPU, fp32 on the CPU; ``"auto"`` keeps the checkpoint's.
         offload: ``"cpu"`` (pinned host copy), ``"release"`` (drop, reload from the file) or ``"none"``.
         max_length: longest sequence fed to the model, in tokens; longer ones are truncated.
