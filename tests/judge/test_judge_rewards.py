@@ -75,7 +75,8 @@ def test_every_fault_ends_ok_or_error_and_no_sample_is_lost(
     transient = [f"t{k} [[fault:{k}*1]] [[score=5]]" for k in ("500", "503", "429", "drop", "hang")]
     final = [f"f{k} [[fault:{k}]]" for k in ("500", "429", "drop", "hang", "garbage", "nochoices", "400")]
     completions = ["plain [[score=8]]", *transient, *final]
-    reward = judge_score(**{**params, "timeout": 0.3}, structured=False, http_backend=backend)
+    # server="vllm": a server that aborts abandoned requests, so a timed-out attempt is retried too
+    reward = judge_score(**{**params, "timeout": 0.3}, structured=False, http_backend=backend, server="vllm")
     with Engine(reward) as engine:
         results = engine.score(rows(*completions))
         assert reward.client._states  # the connection pool is open while the engine is
