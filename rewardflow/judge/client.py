@@ -330,7 +330,9 @@ class JudgeClient:
             state = self._states.get(loop)
             if state is not None:
                 return state
-            limit = ConcurrencyLimit(self.config.concurrency, adaptive=self.config.adaptive)
+            limit = ConcurrencyLimit(
+                self.config.concurrency, adaptive=self.config.adaptive, deadline=self.config.timeout
+            )
             state = _LoopState(self._make_backend(), limit, {})
             self._states[loop] = state
             self.clients_created += 1

@@ -39,8 +39,10 @@ class ConcurrencyLimit:
     ``maximum`` (a healthy server sees no change) and is
 
     * halved on an overload signal: a timed-out attempt, a 429, or a 502/503/504;
-    * cut by 10 % when a reply's latency exceeds ``tolerance`` times the no-load latency (the lowest latency seen
-      recently; it drifts up by 1 % of the gap per reply, so a server that got slower for good is relearned);
+    * cut by 10 % when a reply is slow: its latency exceeds ``tolerance`` times the no-load latency (the lowest
+      latency seen recently; it drifts up by 1 % of the gap per reply, so a server that got slower for good is
+      relearned), or half the per-attempt ``deadline`` (a server loaded from the first request never shows its
+      no-load latency, but a reply that used half its time budget warns of the timeouts to come);
     * raised by ``1 / limit`` per fast reply (one more slot per round of replies), up to ``maximum``.
 
     As in TCP, a request only moves the limit down if it started after the last cut, so one wave of timeouts
@@ -55,12 +57,14 @@ class ConcurrencyLimit:
         adaptive: bool = True,
         minimum: int = 1,
         tolerance: float = 2.0,
+        deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.maximum = maximum
         self.minimum = max(1, min(minimum, maximum))
         self.adaptive = adaptive
         self.tolerance = tolerance
+        self.deadline = deadline
         self.limit = float(maximum)
         self.inflight = 0
         self.baseline: float | None = None  # no-load latency estimate (seconds)
@@ -104,7 +108,8 @@ class ConcurrencyLimit:
         elif outcome == OK and latency is not None:
             base = self.baseline
             self.baseline = latency if base is None or latency < base else base + (latency - base) * 0.01
-            if base is not None and latency > self.tolerance * base:
+            slow = base is not None and latency > self.tolerance * base
+            if slow or (self.deadline is not None and latency > self.deadline / 2):
                 self._cut(started, 0.9)
             else:
                 self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
