@@ -20,7 +20,7 @@ __all__ = ["ABORTING_SERVERS", "SERVERS", "ClientConfig"]
 SERVERS = ("unknown", "vllm", "sglang", "llama.cpp", "openai")
 #: Servers known to stop generating when the client goes away, so a retry after a timeout adds no load.
 #: vLLM and SGLang abort a request on disconnect; llama-server, busy, went on generating an abandoned request for
-#: 72-85 s (measured, bench/RESULTS_judge.md); OpenAI's capacity is not ours to protect, so a retry costs money,
+#: 72-85 s (measured in issue 16); OpenAI's capacity is not ours to protect, so a retry costs money,
 #: not our judge's throughput.
 ABORTING_SERVERS = frozenset({"vllm", "sglang", "openai"})
 

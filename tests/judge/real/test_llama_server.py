@@ -100,9 +100,11 @@ def test_the_cache_serves_a_second_pass_without_requests(llama: LlamaServer, rep
 
 def test_capacity_against_a_sync_client(llama: LlamaServer, report: dict[str, Any]) -> None:
     """Throughput figures only (timing targets live in bench/): raw one-at-a-time client vs rewardflow."""
-    data = rows(8, start=40)
+    # different rows for each client (llama-server reuses a slot's cached prompt prefix), of the same shape:
+    # 2 GSM8K questions x 4 model solutions each
+    data = rows(8, start=48)
     reward = judge_score(base_url=llama.base_url, **COMMON, concurrency=SLOTS)
-    bodies = [json.loads(json.dumps(b)) for b in _bodies(reward, data)]
+    bodies = _bodies(reward, rows(8, start=40))
     start = time.monotonic()
     for body in bodies:  # the seed's way: one request at a time
         request = urllib.request.Request(
