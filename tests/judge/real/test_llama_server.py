@@ -231,7 +231,25 @@ def test_a_per_attempt_timeout_is_typed_and_not_retried_on_llama_cpp(
         asyncio.run(client.complete(request))
     wall = time.monotonic() - start
     assert caught.value.info["judge"]["requests"] == 1 and wall < 5
-    report["timeout"] = {"error": str(caught.value)[:200], "requests": 1, "wall_s": round(wall, 2)}
+    busy = _busy_after_abandon(llama, limit=30.0)
+    report["timeout"] = {
+        "error": str(caught.value)[:200],
+        "requests": 1,
+        "wall_s": round(wall, 2),
+        "server_busy_after_abandon_s": busy,  # how long llama-server went on with the abandoned request
+    }
+
+
+def _busy_after_abandon(llama: LlamaServer, limit: float) -> float | str:
+    """Seconds until no llama-server slot is processing (``GET /slots``); a string when still busy at ``limit``."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        with OPENER.open(llama.base_url.removesuffix("/v1") + "/slots", timeout=10) as response:
+            slots = json.loads(response.read())
+        if not any(slot.get("is_processing") for slot in slots):
+            return round(time.monotonic() - start, 1)
+        time.sleep(0.5)
+    return f"still processing after {limit:g} s"
 
 
 def test_a_wrong_port_is_a_typed_connection_error(spare: LlamaServer, report: dict[str, Any]) -> None:
