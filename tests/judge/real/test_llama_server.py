@@ -99,31 +99,35 @@ def test_the_cache_serves_a_second_pass_without_requests(llama: LlamaServer, rep
 
 
 def test_capacity_against_a_sync_client(llama: LlamaServer, report: dict[str, Any]) -> None:
-    """Throughput figures only (timing targets live in bench/): raw one-at-a-time client vs rewardflow."""
-    # different rows for each client (llama-server reuses a slot's cached prompt prefix), of the same shape:
-    # 2 GSM8K questions x 4 model solutions each
-    data = rows(8, start=48)
-    reward = judge_score(base_url=llama.base_url, **COMMON, concurrency=SLOTS)
-    bodies = _bodies(reward, rows(8, start=40))
+    """Throughput figures only (timing targets live in bench/): a one-at-a-time client vs rewardflow.
+
+    The same 8 judgments each way, with llama-server's prompt cache off (``cache_prompt: false``) so that no
+    variant reuses another's prefill; the order is sync, rewardflow at concurrency 1, then at concurrency 4.
+    """
+    data = rows(8, start=40)
+    no_cache = {**COMMON, "extra_body": {"cache_prompt": False}}
+    probe = judge_score(base_url=llama.base_url, **no_cache)
     start = time.monotonic()
-    for body in bodies:  # the seed's way: one request at a time
+    prompt_tokens = 0
+    for body in _bodies(probe, data):  # the seed's way: one request at a time
         request = urllib.request.Request(
             llama.base_url + "/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
         )
         with OPENER.open(request, timeout=300) as response:
-            json.loads(response.read())
+            prompt_tokens += json.loads(response.read())["usage"]["prompt_tokens"]
     sync_wall = time.monotonic() - start
-    start = time.monotonic()
-    with Engine(reward) as engine:
-        results = engine.score(data)
-    rf_wall = time.monotonic() - start
-    check_results(results, len(data))
-    report["capacity"] = {
-        "judgments": len(data),
-        "sync_one_at_a_time_s": round(sync_wall, 1),
-        f"rewardflow_concurrency_{SLOTS}_s": round(rf_wall, 1),
-        "ratio_sync_over_rf": round(sync_wall / rf_wall, 2),
-    }
+    figures: dict[str, Any] = {"judgments": len(data), "prompt_tokens": prompt_tokens, "sync_s": round(sync_wall, 1)}
+    for concurrency in (1, SLOTS):
+        reward = judge_score(base_url=llama.base_url, **no_cache, concurrency=concurrency)
+        start = time.monotonic()
+        with Engine(reward) as engine:
+            results = engine.score(data)
+        wall = time.monotonic() - start
+        check_results(results, len(data))
+        figures[f"rewardflow_c{concurrency}_s"] = round(wall, 1)
+        figures[f"rewardflow_c{concurrency}_vs_sync"] = round(sync_wall / wall, 2)
+    figures["prefill_tokens_per_s_sync"] = round(prompt_tokens / sync_wall, 1)  # upper bound: includes decoding
+    report["capacity"] = figures
 
 
 def _bodies(reward: Any, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
