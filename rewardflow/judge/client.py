@@ -3,19 +3,27 @@
 Covered: ``POST {base_url}/chat/completions`` against any OpenAI-compatible server (vLLM, SGLang, OpenAI,
 llama.cpp, ...), awaited natively on the caller's event loop. Per endpoint, :class:`JudgeClient` enforces
 
-* a concurrency limit (an ``asyncio.Semaphore``; also the size of the HTTP connection pool),
+* a concurrency limit (also the size of the HTTP connection pool), adaptive by default: AIMD on timeouts, 429/5xx
+  overload answers and latency (:class:`~rewardflow.judge.limits.ConcurrencyLimit`),
 * optional requests-per-minute and tokens-per-minute limits (:mod:`rewardflow.judge.limits`),
 * a per-attempt timeout, and up to ``max_retries`` retries with exponential backoff and jitter on connection
-  errors (a timed-out attempt counts as one), HTTP 429 (honouring ``Retry-After``) and 5xx, and on nothing else:
-  a 4xx, a garbage body or an unparseable verdict is final,
+  errors, HTTP 429 (honouring ``Retry-After``) and 5xx, and on nothing else: a 4xx, a garbage body, a reply cut
+  off at ``max_tokens`` or an unparseable verdict is final. A timed-out attempt is retried only where the server
+  is known to abort abandoned requests (:attr:`ClientConfig.retries_after_timeout`),
 * usage accounting (calls, HTTP requests, retries, failures, tokens, latency, cost), per call in
   :class:`JudgeReply` and in total via :meth:`JudgeClient.usage`,
 * an optional cache of identical requests (:mod:`rewardflow.judge.cache`) plus in-flight deduplication, so the
   identical completions of a GRPO group cost one judge call even when they are scored concurrently.
 
 Structured output: a request may carry a JSON schema; it is sent as ``response_format`` (``json_schema``), which
-vLLM, SGLang and OpenAI enforce. With ``structured="auto"`` a 400 answer to such a request is retried once without
-it, and the model is remembered as not supporting it on this endpoint.
+vLLM, SGLang, llama.cpp and OpenAI enforce. With ``structured="auto"`` a 400 answer to such a request is retried
+once without it; the model is remembered as not supporting it on this endpoint only when the server's message
+names the feature (``response_format``, ``json_schema``, grammar, ...) *and* the retry without it succeeded. A
+400 that says the prompt does not fit the context is a :class:`~rewardflow.errors.JudgeContextError` (prompt
+token estimate and the server's limit in the message), neither retried nor taken as "no structured output"
+(measured on llama.cpp: that mistake had switched structured output off for the whole endpoint).
+``max_tokens``, when not given, is derived from the schema (:func:`~rewardflow.judge.parse.schema_max_tokens`); a
+reply with ``finish_reason="length"`` is a :class:`~rewardflow.errors.JudgeTruncatedError`.
 
 Transport: not ``openai.AsyncOpenAI`` but an HTTP client library used directly, aiohttp by default
 (:mod:`rewardflow.judge.http`, where the choice is measured). The judge needs one endpoint and full control of the
@@ -45,6 +53,7 @@ import enum
 import json
 import logging
 import random
+import re
 import threading
 import time
 import weakref
@@ -56,15 +65,19 @@ from rewardflow.errors import (
     ConfigError,
     EngineClosedError,
     JudgeConnectionError,
+    JudgeContextError,
     JudgeError,
     JudgeResponseError,
     JudgeStatusError,
     JudgeTimeoutError,
+    JudgeTruncatedError,
 )
+from rewardflow.judge import limits
 from rewardflow.judge.cache import JudgeCache, request_key
 from rewardflow.judge.config import ClientConfig
 from rewardflow.judge.http import AiohttpBackend, Backend, HttpxBackend, import_library
-from rewardflow.judge.limits import TokenBucket, backoff_delay, retry_after_seconds
+from rewardflow.judge.limits import ConcurrencyLimit, TokenBucket, backoff_delay, retry_after_seconds
+from rewardflow.judge.parse import schema_max_tokens
 from rewardflow.judge.usage import UsageTotals
 
 __all__ = ["JudgeClient", "JudgeReply", "JudgeRequest", "shared_client"]
@@ -72,6 +85,17 @@ __all__ = ["JudgeClient", "JudgeReply", "JudgeRequest", "shared_client"]
 logger = logging.getLogger(__name__)
 
 Structured = Literal["auto"] | bool
+
+#: ``max_tokens`` when it is not given and no schema bounds the reply.
+DEFAULT_MAX_TOKENS = 1024
+_OVERLOAD_STATUS = frozenset({429, 502, 503, 504})
+# how servers word "the prompt does not fit": llama.cpp, vLLM, SGLang, OpenAI, TGI
+_CONTEXT = re.compile(
+    r"exceeds? the available context|context length|context window|context size|maximum context"
+    r"|context_length_exceeded|exceed_context_size|too long for the model|prompt is too long|input is too long",
+    re.I,
+)
+_STRUCTURED = re.compile(r"response_format|json_schema|json schema|structured output|guided|grammar|schema", re.I)
 
 
 @dataclass(frozen=True)
@@ -81,7 +105,7 @@ class JudgeRequest:
     model: str
     messages: tuple[Mapping[str, str], ...]
     temperature: float = 0.0
-    max_tokens: int | None = 1024
+    max_tokens: int | None = None  # None: derived from the schema when it is sent, else DEFAULT_MAX_TOKENS
     schema: Mapping[str, Any] | None = None
     schema_name: str = "judgement"
     structured: Structured = "auto"
@@ -91,8 +115,7 @@ class JudgeRequest:
     def body(self, structured: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in self.messages]}
         out["temperature"] = self.temperature
-        if self.max_tokens is not None:
-            out["max_tokens"] = self.max_tokens
+        out["max_tokens"] = self.completion_budget(structured)
         if structured and self.schema is not None:
             out["response_format"] = {
                 "type": "json_schema",
@@ -100,6 +123,13 @@ class JudgeRequest:
             }
         out.update(self.extra_body)
         return out
+
+    def completion_budget(self, structured: bool) -> int:
+        """``max_tokens`` as sent: the caller's, else the schema's bound (when it is sent), else 1024."""
+        if self.max_tokens is not None:
+            return self.max_tokens
+        bound = schema_max_tokens(self.schema) if structured and self.schema is not None else None
+        return bound if bound is not None else DEFAULT_MAX_TOKENS
 
 
 @dataclass(frozen=True)
@@ -148,18 +178,21 @@ class _LoopState:
     """What belongs to one event loop: the HTTP backend, the concurrency semaphore, the in-flight calls."""
 
     backend: Backend
-    semaphore: asyncio.Semaphore
+    limit: ConcurrencyLimit
     inflight: dict[str, asyncio.Future[JudgeReply]]
     closer: AsyncGenerator[None, None] | None = None  # see JudgeClient._close_at_shutdown
 
 
 @dataclass
 class _Failure:
-    kind: str  # "timeout" | "connection" | "status" | "response"
+    kind: str  # "timeout" | "connection" | "status" | "response" | "context" | "truncated"
     message: str
     retryable: bool
     status_code: int = 0
     retry_after: float | None = None
+    raw: str = ""  # the truncated reply ("truncated")
+    context: tuple[int | None, int | None] = (None, None)  # server's prompt tokens and limit ("context")
+    usage: Mapping[str, Any] = field(default_factory=dict)  # tokens of a reply that came back anyway ("truncated")
 
 
 class JudgeClient:
@@ -297,7 +330,10 @@ class JudgeClient:
             state = self._states.get(loop)
             if state is not None:
                 return state
-            state = _LoopState(self._make_backend(), asyncio.Semaphore(self.config.concurrency), {})
+            limit = ConcurrencyLimit(
+                self.config.concurrency, adaptive=self.config.adaptive, deadline=self.config.timeout
+            )
+            state = _LoopState(self._make_backend(), limit, {})
             self._states[loop] = state
             self.clients_created += 1
             self.state = ClientState.OPEN
@@ -373,11 +409,15 @@ class JudgeClient:
         errors: list[str] = []
         requests = retries = 0
         fell_back = False
+        says_unsupported = False  # the 400 that made us drop the schema named structured output
         estimate = _estimate_tokens(body)
         payload = _encode(body)
         while True:
-            async with state.semaphore:
-                # rate limits are taken inside the slot, so requests held back by the semaphore cannot burst later
+            started = await state.limit.acquire()
+            signal = limits.OTHER
+            sent = time.perf_counter()
+            try:
+                # rate limits are taken inside the slot, so requests held back by the limit cannot burst later
                 waited = 0.0
                 if self._rpm is not None:
                     waited += await self._rpm.acquire(1.0)
@@ -388,11 +428,18 @@ class JudgeClient:
                 requests += 1
                 self._usage.add(requests=1)
                 self._usage.enter()
+                sent = time.perf_counter()
                 try:
                     outcome = await self._attempt(state.backend, payload)
                 finally:
                     self._usage.leave()
+                signal = _signal(outcome)
+            finally:
+                state.limit.release(started, signal, time.perf_counter() - sent)
             if isinstance(outcome, dict):
+                if fell_back and says_unsupported:
+                    logger.info("judge %s: %s does not take structured output; sending none", cfg.url, request.model)
+                    self._no_structured.add(request.model)
                 return self._finish(request, outcome, structured, requests, retries, errors, start, estimate)
             errors.append(outcome.message if len(outcome.message) <= 200 else outcome.message[:197] + "...")
             self._usage.error(outcome.kind if outcome.kind != "status" else str(outcome.status_code))
@@ -403,15 +450,17 @@ class JudgeClient:
                 and request.structured == "auto"
                 and not fell_back
             ):
-                # the server may not support response_format: try once without, and remember for this model
-                logger.info("judge %s rejected structured output; continuing without it", cfg.url)
-                self._no_structured.add(request.model)
+                # the server may not support response_format: try once without; remembered only if that works
+                # and the server said so (a 400 for another reason must not switch it off for the endpoint)
+                says_unsupported = bool(_STRUCTURED.search(outcome.message))
                 body = {k: v for k, v in body.items() if k != "response_format"}
+                body["max_tokens"] = request.completion_budget(False)
                 payload = _encode(body)
                 structured, fell_back = False, True
                 continue
-            if not outcome.retryable or retries >= cfg.max_retries:
-                raise self._failed(request, outcome, requests, retries, errors, start, structured)
+            retryable = outcome.retryable and (outcome.kind != "timeout" or cfg.retries_after_timeout)
+            if not retryable or retries >= cfg.max_retries:
+                raise self._failed(request, outcome, requests, retries, errors, start, structured, estimate)
             delay = backoff_delay(retries, cfg.backoff, cfg.backoff_max, self._rng)
             if outcome.retry_after is not None:
                 delay = min(outcome.retry_after, cfg.max_retry_after)
@@ -430,26 +479,34 @@ class JudgeClient:
         except OSError as exc:  # ConnectionError, DNS and TLS failures
             return _Failure("connection", f"{type(exc).__name__}: {exc}".rstrip(": "), retryable=True)
         if status != 200:
-            excerpt = _excerpt(data.decode("utf-8", "replace"))
+            text = data.decode("utf-8", "replace")
+            excerpt = _excerpt(text)
             retryable = status == 429 or status >= 500
             retry_after = retry_after_seconds(headers) if retryable else None
             hint = " (base_url should be the API root, e.g. http://host:8000/v1)" if status == 404 else ""
             message = f"HTTP {status}{hint}: {excerpt}" if excerpt else f"HTTP {status}{hint}"
+            if status in (400, 413) and _CONTEXT.search(text):
+                return _Failure("context", message, False, status_code=status, context=_context_numbers(text))
             return _Failure("status", message, retryable, status_code=status, retry_after=retry_after)
         try:
             reply = json.loads(data)
-            content = reply["choices"][0]["message"]["content"]
+            choice = reply["choices"][0]
+            content = choice["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             text = _excerpt(data.decode("utf-8", "replace"))
             return _Failure("response", f"not a chat completion: {text!r}", retryable=False)
         if not isinstance(content, str):
             return _Failure("response", f"reply content is {type(content).__name__}, not text", retryable=False)
         usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
-        return {
+        out = {
             "text": content,
             "prompt_tokens": _int(usage.get("prompt_tokens")),
             "completion_tokens": _int(usage.get("completion_tokens")),
         }
+        if isinstance(choice, dict) and choice.get("finish_reason") == "length":
+            message = f"reply cut off at max_tokens (finish_reason=length): {_excerpt(content, 120)!r}"
+            return _Failure("truncated", message, retryable=False, raw=content, context=(None, None), usage=out)
+        return out
 
     def _finish(
         self,
@@ -492,10 +549,22 @@ class JudgeClient:
         errors: list[str],
         start: float,
         structured: bool,
+        estimate: float,
     ) -> JudgeError:
         latency = time.perf_counter() - start
-        self._usage.add(failures=1, latency=latency)
-        info = JudgeReply("", request.model, requests=requests, retries=retries, latency=latency, errors=tuple(errors))
+        prompt_tokens = _int(outcome.usage.get("prompt_tokens"))
+        completion_tokens = _int(outcome.usage.get("completion_tokens"))
+        self._usage.add(failures=1, latency=latency, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        info = JudgeReply(
+            "",
+            request.model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            requests=requests,
+            retries=retries,
+            latency=latency,
+            errors=tuple(errors),
+        )
         judge_info = {**info.info(), "structured": structured, "failed": True}
         tried = f"after {requests} request{'s' if requests != 1 else ''}"
         message = f"judge {self.config.url} failed {tried}: {outcome.message}"
@@ -506,9 +575,63 @@ class JudgeClient:
             return JudgeTimeoutError(message, info=payload)
         if outcome.kind == "connection":
             return JudgeConnectionError(message, info=payload)
+        if outcome.kind == "context":
+            server_prompt, limit = outcome.context
+            prompt_estimate = int(estimate - request.completion_budget(structured))
+            counted = f"{server_prompt} (server's count)" if server_prompt else f"~{prompt_estimate} (estimate)"
+            where = f"the server's limit is {limit}" if limit else "the server did not say its limit"
+            budget = request.completion_budget(structured)
+            message = (
+                f"judge {self.config.url}: the prompt does not fit the judge's context: {counted} prompt tokens "
+                f"+ max_tokens {budget}; {where} (llama.cpp: context per slot = -c / -np). {outcome.message}"
+            )
+            return JudgeContextError(
+                message,
+                status_code=outcome.status_code,
+                prompt_tokens=server_prompt or prompt_estimate,
+                context_limit=limit,
+                info=payload,
+            )
         if outcome.kind == "status":
             return JudgeStatusError(message, status_code=outcome.status_code, info=payload)
+        if outcome.kind == "truncated":
+            judge_info["raw"] = outcome.raw[:2000]
+            return JudgeTruncatedError(message, raw=outcome.raw, info=payload)
         return JudgeResponseError(message, info=payload)
+
+
+def _signal(outcome: dict[str, Any] | _Failure) -> str:
+    """What an attempt says about the server's load, for the adaptive concurrency limit."""
+    if isinstance(outcome, dict) or outcome.kind == "truncated":
+        return limits.OK
+    if outcome.kind == "timeout" or (outcome.kind == "status" and outcome.status_code in _OVERLOAD_STATUS):
+        return limits.OVERLOAD
+    return limits.OTHER
+
+
+def _context_numbers(text: str) -> tuple[int | None, int | None]:
+    """The server's prompt token count and context limit from an overflow error, where it gives them.
+
+    llama.cpp sends ``n_prompt_tokens`` and ``n_ctx`` in its JSON error; vLLM words it ("maximum context length is
+    2048 tokens ... (3000 in the messages"), SGLang too ("input (3000 tokens) is longer than the model's context
+    length (2048 tokens)").
+    """
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, Mapping):
+        prompt, limit = error.get("n_prompt_tokens"), error.get("n_ctx")
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            return (prompt if isinstance(prompt, int) and not isinstance(prompt, bool) else None), limit
+    match = re.search(r"maximum context length is (\d+) tokens", text, re.I)
+    if match:
+        prompt = re.search(r"\((\d+) in the messages", text)
+        return (int(prompt.group(1)) if prompt else None), int(match.group(1))
+    match = re.search(r"\((\d+) tokens\) is longer than the model's context length \((\d+) tokens\)", text, re.I)
+    if match:
+        return int(match.group(1)), int(match.group(2))
+    return None, None
 
 
 def _as_follower(exc: JudgeError, latency: float) -> JudgeError:

@@ -14,7 +14,15 @@ from urllib.parse import urlsplit
 
 from rewardflow.errors import ConfigError
 
-__all__ = ["ClientConfig"]
+__all__ = ["ABORTING_SERVERS", "SERVERS", "ClientConfig"]
+
+#: Server kinds a judge endpoint can be declared as (``server=``); "unknown" is the default.
+SERVERS = ("unknown", "vllm", "sglang", "llama.cpp", "openai")
+#: Servers known to stop generating when the client goes away, so a retry after a timeout adds no load.
+#: vLLM and SGLang abort a request on disconnect; llama-server, busy, went on generating an abandoned request for
+#: 72-85 s (measured in issue 16); OpenAI's capacity is not ours to protect, so a retry costs money,
+#: not our judge's throughput.
+ABORTING_SERVERS = frozenset({"vllm", "sglang", "openai"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,9 @@ class ClientConfig:
     cache_size: int = 10_000
     cache_path: str | None = None
     http_backend: Literal["aiohttp", "httpx"] = "aiohttp"
+    adaptive: bool = True
+    server: str = "unknown"
+    retry_timeouts: bool | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -49,6 +60,7 @@ class ClientConfig:
             (self.max_retry_after >= 0, "max_retry_after must be >= 0"),
             (self.cache_size >= 1, "cache_size must be >= 1"),
             (self.http_backend in ("aiohttp", "httpx"), "http_backend must be 'aiohttp' or 'httpx'"),
+            (self.server in SERVERS, f"server must be one of {list(SERVERS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -59,6 +71,15 @@ class ClientConfig:
         """The chat-completions URL (``base_url`` is the ``.../v1`` root, as for the OpenAI client)."""
         base = self.base_url.rstrip("/")
         return base if base.endswith("/chat/completions") else base + "/chat/completions"
+
+    @property
+    def retries_after_timeout(self) -> bool:
+        """Whether a timed-out attempt is retried: ``retry_timeouts`` if set, else only for servers known to abort
+        abandoned requests (:data:`ABORTING_SERVERS`). Elsewhere each retry would add a request the server keeps
+        computing for nobody, on the very server that was too slow to answer."""
+        if self.retry_timeouts is not None:
+            return self.retry_timeouts
+        return self.server in ABORTING_SERVERS
 
     @property
     def call_budget(self) -> float:

@@ -1,11 +1,12 @@
 """Rate limits and retry delays for judge requests.
 
-Covered: a token bucket for requests-per-minute and tokens-per-minute limits (:class:`TokenBucket`), the retry
-delay schedule (:func:`backoff_delay`, exponential with "equal jitter") and the parsing of a server's
-``Retry-After`` / ``retry-after-ms`` headers (:func:`retry_after_seconds`).
+Covered: the concurrency limit of an endpoint, fixed or adaptive (:class:`ConcurrencyLimit`), a token bucket for
+requests-per-minute and tokens-per-minute limits (:class:`TokenBucket`), the retry delay schedule
+(:func:`backoff_delay`, exponential with "equal jitter") and the parsing of a server's ``Retry-After`` /
+``retry-after-ms`` headers (:func:`retry_after_seconds`).
 
-Not covered: concurrency (an ``asyncio.Semaphore`` in the client does that) and provider-side quota discovery
-(the ``x-ratelimit-*`` headers are not read; set ``rpm``/``tpm`` to what your account allows).
+Not covered: provider-side quota discovery (the ``x-ratelimit-*`` headers are not read; set ``rpm``/``tpm`` to
+what your account allows).
 
 The bucket holds one second's worth of its rate (at least one unit), so ``rpm=600`` lets 10 requests through at
 once and then 10 per second; it never bursts a whole minute's budget, which providers that enforce the limit on
@@ -20,9 +21,113 @@ import email.utils
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
-__all__ = ["TokenBucket", "backoff_delay", "retry_after_seconds"]
+__all__ = ["ConcurrencyLimit", "TokenBucket", "backoff_delay", "retry_after_seconds"]
+
+#: Outcomes a request can report to :meth:`ConcurrencyLimit.release`.
+OK, OVERLOAD, OTHER = "ok", "overload", "other"
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` requests in flight to one endpoint; with ``adaptive=True`` the limit follows the server (AIMD).
+
+    Why adaptive: a judge server has a capacity nobody configured for us, and past it every request gets slower
+    until attempts time out, while a server that does not abort abandoned requests (llama.cpp) keeps computing
+    them. A fixed limit set too high then turns the whole batch into timeouts. The adaptive limit starts at
+    ``maximum`` (a healthy server sees no change) and is
+
+    * halved on an overload signal: a timed-out attempt, a 429, or a 502/503/504;
+    * cut by 10 % when a reply is slow: its latency exceeds ``tolerance`` times the no-load latency (the lowest
+      latency seen recently; it drifts up by 1 % of the gap per reply, so a server that got slower for good is
+      relearned), or half the per-attempt ``deadline`` (a server loaded from the first request never shows its
+      no-load latency, but a reply that used half its time budget warns of the timeouts to come);
+    * raised by ``1 / limit`` per fast reply (one more slot per round of replies), up to ``maximum``.
+
+    As in TCP, a request only moves the limit down if it started after the last cut, so one wave of timeouts
+    counts once. Other failures (refused connections, 4xx) say nothing about load and leave the limit alone.
+    The limit never goes below ``minimum``. Not thread-safe: one instance per event loop, like a semaphore.
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        adaptive: bool = True,
+        minimum: int = 1,
+        tolerance: float = 2.0,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.maximum = maximum
+        self.minimum = max(1, min(minimum, maximum))
+        self.adaptive = adaptive
+        self.tolerance = tolerance
+        self.deadline = deadline
+        self.limit = float(maximum)
+        self.inflight = 0
+        self.baseline: float | None = None  # no-load latency estimate (seconds)
+        self.cuts = 0
+        self.lowest = float(maximum)
+        self._clock = clock
+        self._last_cut = -float("inf")
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def __repr__(self) -> str:
+        return f"ConcurrencyLimit(limit={self.limit:.1f}/{self.maximum}, inflight={self.inflight})"
+
+    async def acquire(self) -> float:
+        """Wait for a slot; return the clock time it was granted (pass it back to :meth:`release`)."""
+        if self.inflight < int(self.limit) and not self._waiters:
+            self.inflight += 1
+            return self._clock()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # granted, then cancelled: hand the slot on
+                self.inflight -= 1
+                self._wake()
+            else:
+                self._waiters.remove(waiter)
+            raise
+        return self._clock()
+
+    def release(self, started: float, outcome: str = OK, latency: float | None = None) -> None:
+        """Give the slot back and let the outcome (:data:`OK`, :data:`OVERLOAD`, :data:`OTHER`) move the limit."""
+        self.inflight -= 1
+        if self.adaptive:
+            self._update(started, outcome, latency)
+        self._wake()
+
+    def _update(self, started: float, outcome: str, latency: float | None) -> None:
+        if outcome == OVERLOAD:
+            self._cut(started, 0.5)
+        elif outcome == OK and latency is not None:
+            base = self.baseline
+            self.baseline = latency if base is None or latency < base else base + (latency - base) * 0.01
+            slow = base is not None and latency > self.tolerance * base
+            if slow or (self.deadline is not None and latency > self.deadline / 2):
+                self._cut(started, 0.9)
+            else:
+                self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
+
+    def _cut(self, started: float, factor: float) -> None:
+        if started <= self._last_cut:
+            return  # sent before the last cut: the cut already answered this congestion
+        self._last_cut = self._clock()
+        self.limit = max(float(self.minimum), self.limit * factor)
+        self.cuts += 1
+        self.lowest = min(self.lowest, self.limit)
+
+    def _wake(self) -> None:
+        while self._waiters and self.inflight < int(self.limit):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.inflight += 1
+                waiter.set_result(None)
 
 
 class TokenBucket:

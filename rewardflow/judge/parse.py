@@ -8,6 +8,11 @@ parser of the reply (``parse_*``). Parsers accept, in this order:
 2. a bare number (``7``, ``7/10``, ``**8**``) or a labelled one (``Score: 7``) for scores;
 3. a bare verdict word (``correct``, ``Incorrect.``, ``yes``) or a labelled one (``Verdict: correct``).
 
+Bounded output by construction: every free-text field of the schemas (``reason``) has a ``maxLength``
+(:data:`REASON_MAX_CHARS`), numbers have a ``minimum`` and ``maximum``, arrays a ``maxItems``, so a server that
+enforces the schema cannot let a small model loop inside a string until ``max_tokens``. :func:`schema_max_tokens`
+turns a schema into a completion budget (used when ``max_tokens`` is not set).
+
 Anything else raises :class:`~rewardflow.errors.JudgeParseError` with the raw reply, never a default value: an
 unreadable verdict is a failure, not a 0. Out-of-range numbers are errors too, not clamped. Deliberately *not*
 accepted: a verdict word somewhere inside a sentence ("the answer is not correct" must not read as "correct").
@@ -24,6 +29,7 @@ from typing import Any
 from rewardflow.errors import JudgeParseError
 
 __all__ = [
+    "REASON_MAX_CHARS",
     "criteria_schema",
     "find_json",
     "group_scores_schema",
@@ -33,6 +39,7 @@ __all__ = [
     "parse_score",
     "parse_verdict",
     "ranking_schema",
+    "schema_max_tokens",
     "score_schema",
     "verdict_schema",
 ]
@@ -46,6 +53,11 @@ _BARE_NUMBER = re.compile(rf"^[\s*_`#]*({_NUM})\s*(?:/\s*({_NUM}))?[\s*_`.]*$")
 _LABELLED_NUMBER = re.compile(rf"\b(?:score|rating|grade)\b[\s*_`]*[:=][\s*_`]*({_NUM})(?:\s*/\s*({_NUM}))?", re.I)
 _LABELLED_VERDICT = re.compile(r"\b(?:verdict|judgement|judgment|decision)\b[\s*_`]*[:=][\s*_`\"']*([a-z_]+)", re.I)
 _REASON_KEYS = ("reason", "reasoning", "explanation", "rationale")
+
+#: ``maxLength`` of the free-text ``reason`` field in every built-in schema. SmolLM2-135M under llama.cpp looped
+#: inside an unbounded ``reason`` until ``max_tokens`` in 7 of 32 replies; with 160 it finished 32 of 32.
+REASON_MAX_CHARS = 160
+_REASON = {"type": "string", "maxLength": REASON_MAX_CHARS}
 
 TRUE_WORDS = frozenset({"correct", "yes", "true", "right", "pass", "equivalent"})
 FALSE_WORDS = frozenset({"incorrect", "no", "false", "wrong", "fail", "not_correct", "not_equivalent"})
@@ -114,6 +126,49 @@ def _reason(obj: Any) -> str | None:
     return None
 
 
+def _max_chars(schema: Mapping[str, Any]) -> int | None:
+    """Longest JSON text (compact) a value following ``schema`` can be; ``None`` if unbounded."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return max(len(json.dumps(v)) for v in schema["enum"])
+    if kind == "object":
+        total = 2
+        for key, sub in schema.get("properties", {}).items():
+            inner = _max_chars(sub)
+            if inner is None:
+                return None
+            total += len(json.dumps(key)) + 2 + inner  # "key": value,
+        return total
+    if kind == "array":
+        count = schema.get("maxItems")
+        inner = _max_chars(schema.get("items", {}))
+        return None if count is None or inner is None else 2 + count * (inner + 2)
+    if kind == "string":
+        length = schema.get("maxLength")
+        return None if length is None else 2 + int(length)
+    if kind == "integer":
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        return None if lo is None or hi is None else max(len(str(int(lo))), len(str(int(hi))))
+    if kind == "number":
+        return 24  # a float written out in full (llama.cpp bounds neither digits nor decimals: the margin pays)
+    if kind == "boolean":
+        return 5
+    return None
+
+
+def schema_max_tokens(schema: Mapping[str, Any], *, margin: int = 64) -> int | None:
+    """A completion budget for a reply that follows ``schema``: its longest compact form, one token per character.
+
+    A token is at least one character, so a reply within the schema fits unless it spends extra characters the
+    schema does not count: whitespace between JSON tokens (a grammar allows some) and ``\\uXXXX`` escapes inside
+    strings (one character for ``maxLength``, six in the text). The ``margin`` (tokens) covers those and the end
+    of turn; a reply that still runs over is a :class:`~rewardflow.errors.JudgeTruncatedError`, not a parse error.
+    ``None`` when the schema bounds nothing (the caller keeps its default).
+    """
+    chars = _max_chars(schema)
+    return None if chars is None else chars + margin
+
+
 def _check_range(value: float, lo: float, hi: float, raw: str) -> float:
     if not lo <= value <= hi:
         raise _fail(f"score {value:g} is outside [{lo:g}, {hi:g}]", raw)
@@ -130,7 +185,7 @@ def score_schema(lo: float, hi: float) -> dict[str, Any]:
     kind = "integer" if float(lo).is_integer() and float(hi).is_integer() else "number"
     return {
         "type": "object",
-        "properties": {"reason": {"type": "string"}, "score": {"type": kind, "minimum": lo, "maximum": hi}},
+        "properties": {"reason": dict(_REASON), "score": {"type": kind, "minimum": lo, "maximum": hi}},
         "required": ["reason", "score"],
         "additionalProperties": False,
     }
@@ -166,7 +221,7 @@ def parse_score(text: str, lo: float, hi: float, key: str = "score") -> tuple[fl
 def verdict_schema() -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {"reason": {"type": "string"}, "verdict": {"type": "string", "enum": ["correct", "incorrect"]}},
+        "properties": {"reason": dict(_REASON), "verdict": {"type": "string", "enum": ["correct", "incorrect"]}},
         "required": ["reason", "verdict"],
         "additionalProperties": False,
     }
@@ -215,7 +270,7 @@ def criteria_schema(criteria: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     scores = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
     return {
         "type": "object",
-        "properties": {"reason": {"type": "string"}, "scores": scores},
+        "properties": {"reason": dict(_REASON), "scores": scores},
         "required": ["reason", "scores"],
         "additionalProperties": False,
     }
@@ -259,7 +314,7 @@ def group_scores_schema(n: int, lo: float, hi: float) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "reason": {"type": "string"},
+            "reason": dict(_REASON),
             "scores": {
                 "type": "array",
                 "items": {"type": kind, "minimum": lo, "maximum": hi},
@@ -301,7 +356,7 @@ def ranking_schema(n: int) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "reason": {"type": "string"},
+            "reason": dict(_REASON),
             "ranking": {
                 "type": "array",
                 "items": {"type": "integer", "minimum": 1, "maximum": n},

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rewardflow.errors import ConfigError, InputError, JudgeParseError
+from rewardflow.errors import ConfigError, InputError, JudgeError, JudgeParseError
 from rewardflow.judge import parse
 from rewardflow.judge.client import JudgeClient, JudgeRequest, shared_client
 from rewardflow.judge.config import ClientConfig
@@ -61,13 +61,31 @@ class JudgeParams(BaseModel):
     template_format: Literal["auto", "jinja", "format"] = Field(default="auto", description="Template syntax.")
     system: str | None = Field(default=None, description="Optional system message sent before the prompt.")
     temperature: float = Field(default=0.0, ge=0, description="Sampling temperature of the judge.")
-    max_tokens: int | None = Field(default=1024, ge=1, description="Completion budget of the judge per call.")
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Completion budget per call; default: the longest reply the output schema allows plus 64 "
+        "(1024 when the schema is not sent). Set it for judges that reason before answering.",
+    )
     structured: Literal["auto"] | bool = Field(
         default="auto", description="Send a JSON schema as response_format; auto: drop it if the server says 400."
     )
     extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra request fields (vLLM/SGLang).")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
     concurrency: int = Field(default=64, ge=1, description="Max requests in flight to this endpoint.")
+    adaptive: bool = Field(
+        default=True,
+        description="Adapt the in-flight limit (up to concurrency) to the server: AIMD on timeouts, "
+        "429/503 and latency.",
+    )
+    server: Literal["unknown", "vllm", "sglang", "llama.cpp", "openai"] = Field(
+        default="unknown", description="What serves the judge; decides whether a timed-out attempt is retried."
+    )
+    retry_timeouts: bool | None = Field(
+        default=None,
+        description="Retry an attempt that timed out; default: only for servers that abort abandoned requests "
+        "(vllm, sglang, openai).",
+    )
     rpm: float | None = Field(default=None, gt=0, description="Requests-per-minute limit (token bucket).")
     tpm: float | None = Field(default=None, gt=0, description="Tokens-per-minute limit (estimated, then actual).")
     timeout: float = Field(default=30.0, gt=0, description="Seconds per HTTP attempt.")
@@ -109,6 +127,9 @@ class JudgeParams(BaseModel):
             cache_size=self.cache_size,
             cache_path=self.cache if isinstance(self.cache, str) else None,
             http_backend=self.http_backend,
+            adaptive=self.adaptive,
+            server=self.server,
+            retry_timeouts=self.retry_timeouts,
         )
 
 
@@ -311,7 +332,8 @@ class JudgeGroup(_JudgeReward):
 
     ``mode="score"``: each response gets ``(s - min) / (max - min)``. ``mode="rank"``: the best gets 1.0, the worst
     0.0, evenly spaced between; a group of one cannot be ranked and is an error. The whole call's usage is put on
-    the group's first sample (``group_index`` 0); the others show ``requests: 0`` so sums are not inflated.
+    the group's first sample (``group_index`` 0); the others show ``requests: 0`` so sums are not inflated. The
+    same holds when the call fails: every sample gets the error, the usage is on sample 0 only (``sample_info``).
     """
 
     kind = Kind.GROUP
@@ -341,6 +363,25 @@ class JudgeGroup(_JudgeReward):
             "min_score": _num(p.min_score),
             "max_score": _num(p.max_score),
         }
+        try:
+            return await self._judge(variables, order, n)
+        except JudgeError as exc:
+            # the engine gives every sample of the group this error: book the call's usage once, on sample 0
+            exc.sample_info = [{"judge": self._share(exc.info.get("judge", {}), i, n)} for i in range(n)]
+            raise
+
+    def _share(self, usage: Mapping[str, Any], index: int, n: int) -> dict[str, Any]:
+        """One sample's part of the group call's usage: all of it on sample 0, none on the others."""
+        info = dict(usage)
+        if index != 0:
+            info.update(requests=0, retries=0, prompt_tokens=0, completion_tokens=0)
+            if "cost_usd" in info:
+                info["cost_usd"] = 0.0
+        info.update(group_size=n, group_index=index)
+        return info
+
+    async def _judge(self, variables: dict[str, Any], order: list[int], n: int) -> list[Score]:
+        p: GroupParams = self.params  # type: ignore[assignment]
         lo, hi = p.min_score, p.max_score
         if p.mode == "rank":
             (ranking, reason), reply = await self._ask(variables, parse.ranking_schema(n), parse.parse_ranking, n)
@@ -356,12 +397,8 @@ class JudgeGroup(_JudgeReward):
         out: list[Score | None] = [None] * n
         base = reply.info()
         for shown, original in enumerate(order):
-            info = dict(base)
-            if original != 0:  # the call's usage is counted once, on the group's first sample
-                info.update(requests=0, retries=0, prompt_tokens=0, completion_tokens=0)
-                if "cost_usd" in info:
-                    info["cost_usd"] = 0.0
-            info.update(group_size=n, group_index=original, **{detail: shown_raw[shown]})
+            info = self._share(base, original, n)  # the call's usage is counted once, on the first sample
+            info[detail] = shown_raw[shown]
             out[original] = Score(shown_values[shown], reason=reason, info={"judge": info})
         return out  # type: ignore[return-value]
 

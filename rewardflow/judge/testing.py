@@ -16,8 +16,16 @@ Faults, per request, from a marker ``[[fault:KIND]]`` (every attempt) or ``[[fau
 attempts of an identical request, then normal), or from ``faults=[...]`` (the first requests the server receives,
 in order): an HTTP status code (``500``, ``503``, ``400``...), ``429`` (with ``Retry-After``), ``hang`` (no reply
 for ``hang`` seconds, then the connection closes), ``drop`` (the connection closes without a reply), ``garbage``
-(200 with a body that is not JSON) and ``nochoices`` (200 JSON without choices). ``structured_output=False``
-answers 400 to any request with a ``response_format``, like a server without guided decoding.
+(200 with a body that is not JSON), ``nochoices`` (200 JSON without choices) and ``length`` (200 with the reply
+cut short and ``finish_reason: "length"``). ``structured_output=False`` answers 400 to any request with a
+``response_format``, like a server without guided decoding. ``context=N`` answers a request whose prompt has more
+than ``N`` tokens with llama.cpp's 400 (``exceed_context_size_error`` with ``n_prompt_tokens`` and ``n_ctx``).
+
+Overload: ``capacity=C`` makes the server share its compute like a real one: each request needs ``latency``
+seconds of work at full speed and ``n`` requests in progress each get ``C / n`` of it when ``n > C``, so latency
+grows with load and goodput is capped at ``C / latency`` per second. An abandoned request (the client timed out
+and closed the connection) keeps its share until it is done, as llama-server does, unless
+``abort_on_disconnect=True`` (as vLLM and SGLang do).
 
 Usage is deterministic too: tokens are whitespace-separated words. :meth:`FakeJudgeServer.stats` reports requests,
 connections, peak concurrency and faults served; ``GET /stats`` returns the same over HTTP.
@@ -123,6 +131,9 @@ class FakeJudgeServer:
         retry_after: float = 0.05,
         hang: float = 30.0,
         structured_output: bool = True,
+        context: int | None = None,
+        capacity: int | None = None,
+        abort_on_disconnect: bool = False,
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -136,12 +147,23 @@ class FakeJudgeServer:
         self.retry_after = retry_after
         self.hang = hang
         self.structured_output = structured_output
+        self.context = context
+        self.capacity = capacity
+        self.abort_on_disconnect = abort_on_disconnect
+        self._working = 0  # requests using compute (capacity mode), abandoned ones included
         self.api_key = api_key
         self.host, self.port = host, port
         self.max_body = max_body
         self.bodies: deque[dict[str, Any]] = deque(maxlen=log_size)  # chat request bodies, in arrival order
         self._lock = threading.Lock()
-        self._counts: dict[str, int] = {"requests": 0, "connections": 0, "inflight": 0, "peak_inflight": 0}
+        self._counts: dict[str, int] = {
+            "requests": 0,
+            "connections": 0,
+            "inflight": 0,
+            "peak_inflight": 0,
+            "completed": 0,  # replies computed in full (capacity mode), whether anyone was still waiting or not
+            "aborted": 0,  # requests stopped because the client went away (abort_on_disconnect)
+        }
         self._served: dict[str, int] = {}
         self._attempts: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -244,7 +266,7 @@ class FakeJudgeServer:
                     await self._write(writer, 413, {"error": {"message": "body too large"}}, close=True)
                     break
                 body = await reader.readexactly(length) if length else b""
-                answer = await self._route(method, path.split("?")[0], headers, body)
+                answer = await self._route(method, path.split("?")[0], headers, body, reader)
                 if answer is _DROP:
                     break
                 status, payload, extra = answer  # type: ignore[misc]
@@ -280,7 +302,9 @@ class FakeJudgeServer:
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
         await writer.drain()
 
-    async def _route(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Any:
+    async def _route(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes, reader: asyncio.StreamReader
+    ) -> Any:
         if method == "GET" and path == "/stats":
             return 200, self.stats(), None
         if method == "GET" and path in ("/v1/models", "/models"):
@@ -302,7 +326,7 @@ class FakeJudgeServer:
             self._counts["peak_inflight"] = max(self._counts["peak_inflight"], self._counts["inflight"])
             self.bodies.append(request)
         try:
-            return await self._chat(request, text, self._fault(index, text))
+            return await self._chat(request, text, self._fault(index, text), reader)
         finally:
             with self._lock:
                 self._counts["inflight"] -= 1
@@ -321,8 +345,33 @@ class FakeJudgeServer:
             self._attempts[key] = seen = self._attempts.get(key, 0) + 1
         return kind if seen <= int(times) else None
 
-    async def _chat(self, request: dict[str, Any], text: str, fault: str | None) -> Any:
-        if self.latency > 0:
+    async def _work(self, reader: asyncio.StreamReader) -> bool:
+        """Spend ``latency`` seconds of compute shared with the other requests; False if aborted on disconnect."""
+        capacity = self.capacity or 1
+        step = max(self.latency / 20.0, 0.002)
+        done = 0.0
+        with self._lock:
+            self._working += 1
+        try:
+            while done < self.latency:
+                await asyncio.sleep(step)
+                with self._lock:
+                    share = min(1.0, capacity / max(1, self._working))
+                done += step * share
+                if self.abort_on_disconnect and reader.at_eof():
+                    self._count("aborted")
+                    return False
+        finally:
+            with self._lock:
+                self._working -= 1
+        self._count("completed")
+        return True
+
+    async def _chat(self, request: dict[str, Any], text: str, fault: str | None, reader: asyncio.StreamReader) -> Any:
+        if self.capacity:
+            if not await self._work(reader):
+                return _DROP
+        elif self.latency > 0:
             await asyncio.sleep(self.latency)
         if fault is not None:
             with self._lock:
@@ -336,6 +385,10 @@ class FakeJudgeServer:
                 return 200, b"<html>upstream hiccup: this is not JSON", None
             if fault == "nochoices":
                 return 200, {"id": "fake", "object": "chat.completion", "choices": []}, None
+            if fault == "length":
+                cut = self._content(text, request.get("response_format"))[:12]
+                choice = {"index": 0, "message": {"role": "assistant", "content": cut}, "finish_reason": "length"}
+                return 200, {"id": "fake", "object": "chat.completion", "choices": [choice]}, None
             if fault == "429":
                 wait = f"{self.retry_after:g}"
                 headers = {"Retry-After": wait, "retry-after-ms": f"{self.retry_after * 1000:g}"}
@@ -343,11 +396,24 @@ class FakeJudgeServer:
             if fault.isdigit():
                 return int(fault), {"error": {"message": f"injected {fault} (fake)"}}, None
             return 400, {"error": {"message": f"unknown fault {fault!r}"}}, None
+        words = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
+        if self.context is not None and words > self.context:
+            message = (
+                f"request ({words} tokens) exceeds the available context size ({self.context} tokens), "
+                "try increasing it"
+            )
+            error = {
+                "code": 400,
+                "message": message,
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": words,
+                "n_ctx": self.context,
+            }
+            return 400, {"error": error}, None
         response_format = request.get("response_format")
         if response_format is not None and not self.structured_output:
             return 400, {"error": {"message": "response_format is not supported by this server (fake)"}}, None
         content = self._content(text, response_format)
-        words = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
         return (
             200,
             {
@@ -386,11 +452,16 @@ class FakeJudgeServer:
 
 
 @contextlib.contextmanager
-def spawn_fake_server(*, latency: float = 0.0, startup_timeout: float = 30.0) -> Iterator[str]:
-    """Run the fake server in its own process (so it does not share the caller's GIL); yield its base URL."""
+def spawn_fake_server(
+    *, latency: float = 0.0, startup_timeout: float = 30.0, args: Sequence[str] = ()
+) -> Iterator[str]:
+    """Run the fake server in its own process (so it does not share the caller's GIL); yield its base URL.
+
+    ``args`` are more command-line options (``["--capacity", "8"]``).
+    """
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "rewardflow.judge.testing", "--latency", str(latency)]
+    cmd = [sys.executable, "-m", "rewardflow.judge.testing", "--latency", str(latency), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     try:
         line: list[str] = []
@@ -418,6 +489,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--retry-after", type=float, default=0.05)
     parser.add_argument("--hang", type=float, default=30.0)
     parser.add_argument("--no-structured-output", action="store_true")
+    parser.add_argument("--capacity", type=int, default=None, help="requests computed at full speed at once")
+    parser.add_argument("--context", type=int, default=None, help="largest prompt in tokens (words)")
+    parser.add_argument("--abort-on-disconnect", action="store_true")
     args = parser.parse_args(argv)
     server = FakeJudgeServer(
         latency=args.latency,
@@ -425,6 +499,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         retry_after=args.retry_after,
         hang=args.hang,
         structured_output=not args.no_structured_output,
+        context=args.context,
+        capacity=args.capacity,
+        abort_on_disconnect=args.abort_on_disconnect,
         host=args.host,
         port=args.port,
     )

@@ -31,9 +31,9 @@ from rewardflow.judge.testing import FakeJudgeServer
 BACKENDS = ["aiohttp", "httpx"]
 
 
-def make_client(server: FakeJudgeServer, **options: Any) -> JudgeClient:
+def make_client(fake: FakeJudgeServer, /, **options: Any) -> JudgeClient:
     settings = {"backoff": 0.01, "backoff_max": 0.02, "timeout": 2.0, "max_retries": 2, **options}
-    return JudgeClient(ClientConfig(base_url=server.base_url, **settings))
+    return JudgeClient(ClientConfig(base_url=fake.base_url, **settings))
 
 
 def req(text: str, *, schema: bool = True, structured: Any = "auto", model: str = "m") -> JudgeRequest:
@@ -60,7 +60,8 @@ async def gather_outcomes(client: JudgeClient, texts: list[str]) -> list[Any]:
 @pytest.mark.parametrize("fault", ["500", "503", "429", "drop", "hang"])
 def test_transient_fault_recovers_after_retries(fault: str, backend: str) -> None:
     with FakeJudgeServer(retry_after=0.01, hang=5) as server:
-        client = make_client(server, timeout=0.3, http_backend=backend)
+        # a server that aborts abandoned requests (vLLM): a timed-out attempt is retried like the others
+        client = make_client(server, timeout=0.3, http_backend=backend, server="vllm")
         start = time.monotonic()
         reply = run(client.complete(req(f"grade this [[fault:{fault}*2]] [[score=6]]")))
         assert time.monotonic() - start < 5
@@ -86,7 +87,7 @@ def test_persistent_fault_fails_after_a_bounded_number_of_requests(
     fault: str, error: type[JudgeError], status: int | None, backend: str
 ) -> None:
     with FakeJudgeServer(retry_after=0.01, hang=5) as server:
-        client = make_client(server, timeout=0.3, http_backend=backend)
+        client = make_client(server, timeout=0.3, http_backend=backend, retry_timeouts=True)
         start = time.monotonic()
         with pytest.raises(error) as caught:
             run(client.complete(req(f"grade this [[fault:{fault}]]")))
@@ -160,12 +161,23 @@ def test_connection_refused_is_retried_then_reported(backend: str) -> None:
 
 def test_timeout_bounds_each_attempt() -> None:
     with FakeJudgeServer(hang=30) as server:
-        client = make_client(server, timeout=0.2, max_retries=1)
+        client = make_client(server, timeout=0.2, max_retries=1, retry_timeouts=True)
         start = time.monotonic()
         with pytest.raises(JudgeTimeoutError, match=r"no reply within 0\.2s"):
             run(client.complete(req("x [[fault:hang]]")))
         elapsed = time.monotonic() - start
         assert 0.4 <= elapsed < 3  # two attempts of 0.2 s each, then give up
+
+
+@pytest.mark.parametrize(("server_kind", "requests"), [("unknown", 1), ("llama.cpp", 1), ("vllm", 3), ("sglang", 3)])
+def test_a_timeout_is_retried_only_where_the_server_aborts_abandoned_requests(server_kind: str, requests: int) -> None:
+    # llama-server kept generating an abandoned request for 72-85 s: a retry there adds load to a slow server
+    with FakeJudgeServer(hang=5) as server:
+        client = make_client(server, timeout=0.2, server=server_kind)
+        with pytest.raises(JudgeTimeoutError) as caught:
+            run(client.complete(req("x [[fault:hang]]")))
+        assert caught.value.info["judge"]["requests"] == requests
+        assert server.stats()["requests"] == requests
 
 
 # ---------------------------------------------------------------------------------------------------- structured output

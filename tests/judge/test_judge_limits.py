@@ -8,7 +8,15 @@ from email.utils import formatdate
 
 import pytest
 
-from rewardflow.judge.limits import TokenBucket, backoff_delay, retry_after_seconds
+from rewardflow.judge.limits import (
+    OK,
+    OTHER,
+    OVERLOAD,
+    ConcurrencyLimit,
+    TokenBucket,
+    backoff_delay,
+    retry_after_seconds,
+)
 
 
 class FakeClock:
@@ -102,3 +110,86 @@ def test_retry_after_http_date() -> None:
     now = 1_700_000_000.0
     assert retry_after_seconds({"Retry-After": formatdate(now + 30, usegmt=True)}, now=now) == pytest.approx(30)
     assert retry_after_seconds({"Retry-After": formatdate(now - 30, usegmt=True)}, now=now) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------- concurrency
+
+
+def test_fixed_limit_never_moves() -> None:
+    limit = ConcurrencyLimit(8, adaptive=False)
+
+    async def go() -> None:
+        for _ in range(20):
+            started = await limit.acquire()
+            limit.release(started, OVERLOAD, 10.0)
+
+    asyncio.run(go())
+    assert limit.limit == 8 and limit.cuts == 0
+
+
+def test_adaptive_limit_halves_once_per_wave_of_timeouts_and_recovers() -> None:
+    clock = FakeClock()
+    limit = ConcurrencyLimit(16, clock=clock)
+
+    async def go() -> None:
+        starts = [await limit.acquire() for _ in range(16)]  # one wave, all sent before any cut
+        assert limit.inflight == 16
+        clock.now = 1.0
+        for started in starts:  # the whole wave times out: one congestion event, one cut
+            limit.release(started, OVERLOAD, 1.0)
+        assert limit.limit == 8 and limit.cuts == 1
+        clock.now = 2.0
+        started = await limit.acquire()  # sent after the cut: its timeout cuts again
+        clock.now = 3.0
+        limit.release(started, OVERLOAD, 1.0)
+        assert limit.limit == 4 and limit.cuts == 2
+        for _ in range(200):  # fast replies: +1/limit each, back up to the maximum and no further
+            started = await limit.acquire()
+            limit.release(started, OK, 0.1)
+        assert limit.limit == 16
+
+    asyncio.run(go())
+    assert limit.lowest == 4
+
+
+def test_adaptive_limit_cuts_on_latency_growth_but_not_on_other_failures() -> None:
+    clock = FakeClock()
+    limit = ConcurrencyLimit(10, clock=clock)
+
+    async def go() -> None:
+        started = await limit.acquire()
+        limit.release(started, OK, 0.1)  # the no-load latency
+        clock.now = 1.0
+        started = await limit.acquire()
+        limit.release(started, OTHER, 0.01)  # a refused connection or a 4xx says nothing about load
+        assert limit.limit == 10
+        clock.now = 2.0
+        started = await limit.acquire()
+        limit.release(started, OK, 0.35)  # 3.5x the no-load latency: the server is queueing
+        assert limit.limit == pytest.approx(9.0)
+
+    asyncio.run(go())
+
+
+def test_waiters_get_slots_in_order_and_a_cancelled_waiter_gives_its_slot_back() -> None:
+    limit = ConcurrencyLimit(1, adaptive=False)
+    order: list[int] = []
+
+    async def worker(i: int, hold: float) -> None:
+        started = await limit.acquire()
+        order.append(i)
+        await asyncio.sleep(hold)
+        limit.release(started)
+
+    async def go() -> None:
+        first = asyncio.create_task(worker(0, 0.05))
+        await asyncio.sleep(0)
+        cancelled = asyncio.create_task(worker(1, 0))
+        rest = [asyncio.create_task(worker(i, 0)) for i in (2, 3)]
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.gather(first, *rest)
+        assert limit.inflight == 0
+
+    asyncio.run(asyncio.wait_for(go(), 10))
+    assert order == [0, 2, 3]

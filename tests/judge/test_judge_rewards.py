@@ -75,7 +75,8 @@ def test_every_fault_ends_ok_or_error_and_no_sample_is_lost(
     transient = [f"t{k} [[fault:{k}*1]] [[score=5]]" for k in ("500", "503", "429", "drop", "hang")]
     final = [f"f{k} [[fault:{k}]]" for k in ("500", "429", "drop", "hang", "garbage", "nochoices", "400")]
     completions = ["plain [[score=8]]", *transient, *final]
-    reward = judge_score(**{**params, "timeout": 0.3}, structured=False, http_backend=backend)
+    # server="vllm": a server that aborts abandoned requests, so a timed-out attempt is retried too
+    reward = judge_score(**{**params, "timeout": 0.3}, structured=False, http_backend=backend, server="vllm")
     with Engine(reward) as engine:
         results = engine.score(rows(*completions))
         assert reward.client._states  # the connection pool is open while the engine is
@@ -334,3 +335,18 @@ def test_importing_rewardflow_and_judge_is_light() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={"PYTHONPATH": str(root)}, timeout=60)
+
+
+def test_a_failed_group_call_books_its_usage_once(params: dict, server: FakeJudgeServer) -> None:
+    """Bug (issue 16): a failed judge_group call put its usage on every sample: 32 requests reported for 8 sent."""
+    data = rows(*(f"r{i} [[fault:500]]" for i in range(4)), prompt="P1")
+    data += rows(*(f"s{i} [[fault:500]]" for i in range(4)), prompt="P2")
+    with Engine(judge_group(**params)) as engine:
+        results = engine.score(data)
+    assert all(r.status is Status.ERROR and "HTTP 500" in r.reason for r in results)
+    sent = server.stats()["requests"]
+    assert sent == 6  # two groups, 1 + 2 retries each
+    assert usage_summary(results)["requests"] == sent
+    assert [r.info["judge"]["requests"] for r in results] == [3, 0, 0, 0, 3, 0, 0, 0]
+    assert [r.info["judge"]["group_index"] for r in results] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert all(r.info["judge"]["failed"] for r in results)  # every sample still says its judgment failed
