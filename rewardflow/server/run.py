@@ -1,0 +1,53 @@
+"""Running the app under uvicorn, with a graceful SIGTERM.
+
+On SIGTERM (or Ctrl-C) uvicorn stops accepting connections, lets the requests in flight finish for up to
+``grace`` seconds, then runs the app's shutdown (the engine closes, its workers exit). Before that, the service
+flips ``/readyz`` to 503 so a load balancer stops routing to it. One process, one event loop, one engine:
+scale out by running several servers and giving the client (:class:`rewardflow.client.RemoteEngine`) every URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rewardflow.server.config import ServerConfig
+from rewardflow.spec import Spec
+
+__all__ = ["build_server", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_server(spec: Spec, config: ServerConfig, *, log_level: str = "warning") -> Any:
+    """A ``uvicorn.Server`` for the app, whose SIGTERM handler first marks the service as stopping."""
+    import uvicorn
+
+    from rewardflow.server.app import create_app
+
+    app = create_app(spec, config.check())
+    service = app.service
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            service.begin_shutdown()
+            super().handle_exit(sig, frame)
+
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=config.grace,
+        lifespan="on",
+    )
+    return _Server(uv_config)
+
+
+def serve(spec: Spec, config: ServerConfig, *, log_level: str = "warning") -> None:
+    """Serve until SIGTERM/SIGINT; returns after a graceful shutdown."""
+    server = build_server(spec, config, log_level=log_level)
+    server.run()
+    if not server.started:
+        raise SystemExit(1)  # e.g. the port was taken, or start-up failed (uvicorn logged why)
