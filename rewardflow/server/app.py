@@ -233,9 +233,7 @@ class Guard:
             if problem is not None:
                 await _reply(counted_send, *problem)
                 return
-            await self.app(scope, self._limited(receive, counted_send), counted_send)
-        except _TooLarge:
-            await _reply(counted_send, 413, f"request body larger than {self.service.config.max_body_bytes} bytes")
+            await self._limited(scope, receive, counted_send)
         finally:
             metrics.in_flight.dec()
             metrics.requests.labels(route, str(code)).inc()
@@ -259,24 +257,28 @@ class Guard:
                 return 413, f"request body of {size} bytes; the limit is {self.service.config.max_body_bytes}", {}
         return None
 
-    def _limited(self, receive: Receive, send: Send) -> Receive:
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app, answering 413 as soon as a body without (or beyond) Content-Length passes the limit."""
         limit = self.service.config.max_body_bytes
         seen = 0
+        refused = False
 
-        async def wrapped() -> Message:
-            nonlocal seen
+        async def guarded_receive() -> Message:
+            nonlocal seen, refused
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not refused:
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    refused = True
+                    await _reply(send, 413, f"request body larger than {limit} bytes")
+                    return {"type": "http.disconnect"}  # the app stops reading; its own reply is dropped
             return message
 
-        return wrapped
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, guarded_receive, guarded_send)
 
 
 async def _reply(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:

@@ -1,7 +1,8 @@
 """Running the app under uvicorn, with a graceful SIGTERM.
 
 On SIGTERM (or Ctrl-C) uvicorn stops accepting connections, lets the requests in flight finish for up to
-``grace`` seconds, then runs the app's shutdown (the engine closes, its workers exit). Before that, the service
+``grace`` seconds, then runs the app's shutdown (the engine closes, its workers exit); the exit status after a
+SIGTERM is 0. Before that, the service
 flips ``/readyz`` to 503 so a load balancer stops routing to it. One process, one event loop, one engine:
 scale out by running several servers and giving the client (:class:`rewardflow.client.RemoteEngine`) every URL.
 """
@@ -9,6 +10,7 @@ scale out by running several servers and giving the client (:class:`rewardflow.c
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any
 
 from rewardflow.server.config import ServerConfig
@@ -32,6 +34,10 @@ def build_server(spec: Spec, config: ServerConfig, *, log_level: str = "warning"
         def handle_exit(self, sig: int, frame: Any) -> None:
             service.begin_shutdown()
             super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                # uvicorn re-raises captured signals after its shutdown (exit status -15); a graceful stop on
+                # SIGTERM is a success, so exit 0. Ctrl-C still ends as an interrupt (130).
+                self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
     uv_config = uvicorn.Config(
         app,
