@@ -30,3 +30,9 @@ def slow_batch(completions: Sequence[str]) -> list[float]:
         with Path(log).open("a") as f:
             f.write(f"{len(completions)}\n")
     return [float(len(c)) for c in completions]
+
+
+def row_id_slow(completion: str, id: Any) -> float:
+    """``row_id`` with a 5 ms cost per call, so a run of a few thousand rows lasts long enough to be disturbed."""
+    time.sleep(0.005)
+    return float(id)
