@@ -35,6 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rewardflow.engine import Engine
 from rewardflow.reward import Kind
@@ -328,6 +329,14 @@ def create_app(spec: Spec, config: ServerConfig) -> Any:
             lines.append(f"{where}: {e.get('msg')}")
         detail = json.loads(json.dumps(errors, default=str))  # ctx may hold exceptions
         return JSONResponse({"detail": detail, "error": "; ".join(lines)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body it cannot decode (not UTF-8) with 400; it is malformed JSON like any other: 422.
+        status = 422 if exc.status_code == 400 else exc.status_code
+        detail = [{"type": "json_invalid", "loc": ["body"], "msg": str(exc.detail), "input": None}]
+        body: dict[str, Any] = {"detail": detail if status == 422 else exc.detail, "error": f"body: {exc.detail}"}
+        return JSONResponse(body, status_code=status, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Rejected)
     async def _rejected(_: Request, exc: Rejected) -> JSONResponse:

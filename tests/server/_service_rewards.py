@@ -22,9 +22,12 @@ def row_id(completion: str, id: Any) -> float:
 def slow_batch(completions: Sequence[str]) -> list[float]:
     """A stand-in for a reward model: a fixed cost per call (a forward pass), so concurrent calls pile up.
 
-    ``SLOW_BATCH_LOG`` names a file that gets one line per call with the call's size.
+    ``SLOW_BATCH_LOG`` names a file that gets one line per successful call with the call's size; a batch
+    holding the completion "boom" raises.
     """
     time.sleep(0.05)
+    if "boom" in completions:
+        raise ValueError("boom in the batch")
     log = os.environ.get("SLOW_BATCH_LOG")
     if log:
         with Path(log).open("a") as f:
