@@ -1,8 +1,10 @@
 """``rewardflow serve``: one reward service that every trainer can call.
 
 Layers: :mod:`~rewardflow.server.config` (settings), :mod:`~rewardflow.server.schemas` (the dialects' bodies),
-:mod:`~rewardflow.server.app` (engine, routes, protection), :mod:`~rewardflow.server.batching` (cross-request
-batching of model rewards), :mod:`~rewardflow.server.metrics` (Prometheus), :mod:`~rewardflow.server.run`
+:mod:`~rewardflow.server.service` (the engine, admission, the dialects), :mod:`~rewardflow.server.guard`
+(auth, size limits, request metrics, the fast path of the scoring routes), :mod:`~rewardflow.server.app`
+(FastAPI: OpenAPI, probes), :mod:`~rewardflow.server.batching` (cross-request batching of model rewards),
+:mod:`~rewardflow.server.metrics` (Prometheus), :mod:`~rewardflow.server.run`
 (uvicorn, SIGTERM). Needs the ``server`` extra (fastapi, uvicorn, prometheus-client); importing this package does
 not import them. The client is :class:`rewardflow.client.RemoteEngine`.
 """

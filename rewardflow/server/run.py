@@ -47,8 +47,16 @@ def build_server(spec: Spec, config: ServerConfig, *, log_level: str = "warning"
         access_log=False,
         timeout_graceful_shutdown=config.grace,
         lifespan="on",
+        loop="uvloop" if _has("uvloop") else "asyncio",  # the `server` extra installs both; a bare install
+        http="httptools" if _has("httptools") else "h11",  # still runs, on the slower pure-Python pair
     )
     return _Server(uv_config)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def serve(spec: Spec, config: ServerConfig, *, log_level: str = "warning") -> None:

@@ -1,0 +1,350 @@
+"""P6: the reward service on loopback vs the in-process engine, and cross-request batching of a model reward.
+
+Everything runs side by side in one run on this machine (the load generator shares the CPUs with the server, as
+a trainer on the same node would), and the script prints ratios:
+
+1. gsm8k, batches of 64 rows from 4 concurrent clients: service (``POST /v1/score``) vs the in-process engine
+   with the same batches and concurrency (``Engine.ascore``); target >= 85 %.
+2. gsm8k, one sample per request from 256 concurrent clients (OpenRLHF's pattern, ``POST /get_reward``) vs the
+   in-process engine scoring one sample per call from 256 concurrent tasks; target >= 60 %. The in-process
+   engine over one whole batch is printed too.
+3. p50 / p99 request latency, and the server's RSS (its process plus its reward workers) idle and under load.
+4. MiniLM similarity (bundled all-MiniLM-L6-v2), one sample per request from 64 clients: rewardflow with
+   cross-request batching (5 ms window) vs without (``--batch-wait-ms 0``), and OpenRLHF's ``serve_rm.py``
+   pattern (an ``async def`` FastAPI handler calling the model synchronously per request, no batching, as in
+   ``openrlhf/cli/serve_rm.py``) as the anchor; target >= 4x for batching on vs off.
+
+The load generator is bounded (a fixed number of rows, a fixed number of clients) and talks to 127.0.0.1 only.
+
+    cd bench && python p6_service.py            # full run
+    cd bench && python p6_service.py --quick    # fewer rows, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+from _common import gsm8k_rows, machine, table
+
+from rewardflow import Engine, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A server subprocess; waits for ``/readyz`` (or ``ready_path``) and samples its tree's RSS."""
+
+    def __init__(self, cmd: list[str], port: int, ready_path: str = "/readyz") -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 180
+        import urllib.request
+
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read().decode()[-2000:])  # type: ignore[union-attr]
+            try:
+                with urllib.request.urlopen(self.url + ready_path, timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not become ready")
+        self.peak = 0
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def rss(self) -> int:
+        """Resident memory of the server process and all its children (reward workers), bytes."""
+        try:
+            p = psutil.Process(self.proc.pid)
+            procs = [p, *p.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for q in procs:
+            try:
+                total += q.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def sample_peak(self) -> None:
+        self.peak = 0
+
+        def run() -> None:
+            while not self._stop.is_set():
+                self.peak = max(self.peak, self.rss())
+                time.sleep(0.05)
+
+        self._stop.clear()
+        self._sampler = threading.Thread(target=run, daemon=True)
+        self._sampler.start()
+
+    def stop_sampling(self) -> int:
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join()
+        return self.peak
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def serve_cmd(spec: Path, port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "rewardflow.cli", "serve", str(spec), "--port", str(port), *extra]
+
+
+# ------------------------------------------------------------------ load generators
+
+
+async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[float, list[float], list[Any]]:
+    """``clients`` workers post the pre-encoded bodies in turn; returns (seconds, latencies, replies in order)."""
+    connector = aiohttp.TCPConnector(limit=clients)
+    replies: list[Any] = [None] * len(bodies)
+    latencies: list[float] = []
+    next_index = iter(range(len(bodies)))
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
+
+        async def worker() -> None:
+            for i in next_index:
+                t = time.perf_counter()
+                async with session.post(url, data=bodies[i], headers=headers) as resp:
+                    if resp.status != 200:
+                        raise RuntimeError(f"HTTP {resp.status}: {(await resp.text())[:300]}")
+                    replies[i] = await resp.json(content_type=None)
+                latencies.append(time.perf_counter() - t)
+
+        await post_one_warmup(session, url, bodies[0], headers)
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return time.perf_counter() - start, latencies, replies
+
+
+async def post_one_warmup(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]) -> None:
+    async with session.post(url, data=body, headers=headers) as resp:
+        await resp.read()
+
+
+async def engine_all(engine: Engine, batches: list[list[dict[str, Any]]], clients: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    next_index = iter(range(len(batches)))
+
+    async def worker() -> None:
+        for i in next_index:
+            t = time.perf_counter()
+            results = await engine.ascore(batches[i])
+            assert all(r.ok for r in results)
+            latencies.append(time.perf_counter() - t)
+
+    await engine.ascore(batches[0])  # warm: workers up and imported
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return time.perf_counter() - start, latencies
+
+
+def pct(values: list[float], q: float) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.1f}"
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.0f}"
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# ------------------------------------------------------------------ part 1-3: gsm8k
+
+
+def gsm8k_part(n_rows: int, tmp: Path) -> list[tuple[str, ...]]:
+    rows = [{k: r[k] for k in ("prompt", "completion", "answer")} for r in gsm8k_rows(n_rows)]
+    spec = tmp / "gsm8k.yaml"
+    spec.write_text("workers: 2\nrewards:\n  - reward: gsm8k\n")
+    batches = [rows[i : i + 64] for i in range(0, len(rows), 64)]
+    singles = [[r] for r in rows]
+    out: list[tuple[str, ...]] = [("run", "rows/s", "vs in-process", "p50 ms", "p99 ms", "RSS MiB")]
+
+    with Engine(load_spec(spec)) as engine:
+        t_b, lat_b = asyncio.run(engine_all(engine, batches, 4))
+    with Engine(load_spec(spec)) as engine:
+        t_s, lat_s = asyncio.run(engine_all(engine, singles, 256))
+    with Engine(load_spec(spec)) as engine:
+        engine.score(rows[:64])
+        start = time.perf_counter()
+        engine.score(rows)
+        t_whole = time.perf_counter() - start
+    n = len(rows)
+    rate_b, rate_s = n / t_b, n / t_s
+
+    port = free_port()
+    server = Proc(serve_cmd(spec, port), port)
+    try:
+        idle = server.rss()
+        bodies = [json.dumps({"samples": b}).encode() for b in batches]
+        server.sample_peak()
+        t_sb, lat_sb, replies = asyncio.run(post_all(server.url + "/v1/score", bodies, 4))
+        peak_b = server.stop_sampling()
+        got = [res["status"] for reply in replies for res in reply["results"]]
+        assert got == ["ok"] * n, "service returned a non-ok row"
+        one = [
+            json.dumps(
+                {"query": [r["prompt"] + r["completion"]], "prompts": [r["prompt"]], "labels": [r["answer"]]}
+            ).encode()
+            for r in rows
+        ]
+        server.sample_peak()
+        t_ss, lat_ss, replies = asyncio.run(post_all(server.url + "/get_reward", one, 256))
+        peak_s = server.stop_sampling()
+        assert all(len(reply["rewards"]) == 1 for reply in replies)
+    finally:
+        server.close()
+    out += [
+        ("in-process Engine.score, whole batch (reference)", f"{n / t_whole:.0f}", "", "", "", ""),
+        ("in-process ascore, batches of 64, 4 tasks", f"{rate_b:.0f}", "100 %", pct(lat_b, 0.5), pct(lat_b, 0.99), ""),
+        ("service /v1/score, batches of 64, 4 clients", f"{n / t_sb:.0f}", f"{n / t_sb / rate_b:.0%}",
+         pct(lat_sb, 0.5), pct(lat_sb, 0.99), f"{mib(idle)} idle, {mib(peak_b)} peak"),
+        ("in-process ascore, 1 sample/call, 256 tasks", f"{rate_s:.0f}", "100 %", pct(lat_s, 0.5), pct(lat_s, 0.99),
+         ""),
+        ("service /get_reward, 1 sample/request, 256 clients", f"{n / t_ss:.0f}", f"{n / t_ss / rate_s:.0%}",
+         pct(lat_ss, 0.5), pct(lat_ss, 0.99), f"{mib(peak_s)} peak"),
+    ]  # fmt: skip
+    print(f"target: batches of 64 >= 85 %: {n / t_sb / rate_b:.0%}; one-sample x256 >= 60 %: {n / t_ss / rate_s:.0%}")
+    print(f"one-sample x256 vs in-process batches of 64: {n / t_ss / rate_b:.0%}; vs whole batch: {t_whole / t_ss:.0%}")
+    return out
+
+
+# ------------------------------------------------------------------ part 4: MiniLM, cross-request batching
+
+ANCHOR = textwrap.dedent(
+    """
+    # OpenRLHF's serve_rm.py pattern (openrlhf/cli/serve_rm.py): one process, `async def` handler calling the
+    # model synchronously per request (the event loop blocks), no cross-request batching. The model is the
+    # same SimilarityReward rewardflow serves, so only the serving pattern differs.
+    import sys
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from rewardflow.models.similarity import SimilarityReward
+    from rewardflow.integrations.openrlhf import split_response
+
+    model = SimilarityReward()
+    app = FastAPI()
+
+    @app.post("/get_reward")
+    async def get_reward(request: Request):
+        data = await request.json()
+        queries, prompts, labels = data.get("query"), data.get("prompts"), data.get("labels")
+        responses = [split_response(q, p) for q, p in zip(queries, prompts)]
+        rewards = model.score_texts(responses, labels)
+        return JSONResponse({"rewards": rewards, "scores": rewards, "extra_logs": {"dummy_scores": rewards}})
+
+    @app.get("/ready")
+    async def ready():
+        return {}
+
+    model.score_texts(["warm"], ["up"])
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    """
+)
+
+
+def minilm_part(n_rows: int, tmp: Path) -> list[tuple[str, ...]]:
+    rows = gsm8k_rows(n_rows)
+    spec = tmp / "minilm.yaml"
+    spec.write_text("rewards:\n  - reward: similarity\n    params: {reference: answer}\n")
+    bodies = [
+        json.dumps(
+            {"query": [r["prompt"] + r["completion"]], "prompts": [r["prompt"]], "labels": [r["answer"]]}
+        ).encode()
+        for r in rows
+    ]
+    anchor_file = tmp / "serve_rm_pattern.py"
+    anchor_file.write_text(ANCHOR)
+    results: dict[str, tuple[float, list[float], list[Any]]] = {}
+    runs = [
+        ("anchor: OpenRLHF serve_rm.py pattern", [sys.executable, str(anchor_file)], "/ready"),
+        ("rewardflow, batching off (--batch-wait-ms 0)", None, "/readyz"),
+        ("rewardflow, cross-request batching (5 ms)", None, "/readyz"),
+    ]
+    out: list[tuple[str, ...]] = [
+        ("run, MiniLM, 1 sample/request, 64 clients", "rows/s", "vs anchor", "p50 ms", "p99 ms")
+    ]
+    for label, cmd, ready in runs:
+        port = free_port()
+        if cmd is None:
+            extra = ["--batch-wait-ms", "0"] if "off" in label else ["--batch-wait-ms", "5"]
+            cmd = serve_cmd(spec, port, *extra)
+        else:
+            cmd = [*cmd, str(port)]
+        server = Proc(cmd, port, ready)
+        try:
+            asyncio.run(post_all(server.url + "/get_reward", bodies[:64], 64))  # load + warm the model
+            results[label] = asyncio.run(post_all(server.url + "/get_reward", bodies, 64))
+        finally:
+            server.close()
+    base = len(rows) / results[runs[0][0]][0]
+    values = {label: [x for reply in r[2] for x in reply["rewards"]] for label, r in results.items()}
+    ref = values[runs[0][0]]
+    for label, (seconds, lat, _) in results.items():
+        rate = len(rows) / seconds
+        out.append((label, f"{rate:.0f}", f"{rate / base:.2f}x", pct(lat, 0.5), pct(lat, 0.99)))
+        diff = max(abs(a - b) for a, b in zip(values[label], ref, strict=True))
+        assert diff < 1e-3, f"{label}: rewards differ from the anchor's by {diff}"
+    on = len(rows) / results[runs[2][0]][0]
+    off = len(rows) / results[runs[1][0]][0]
+    print(f"target: batching on / off >= 4x: {on / off:.2f}x (vs anchor {on / base:.2f}x); rewards identical (<1e-3)")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer rows (smoke test)")
+    parser.add_argument("--part", choices=["gsm8k", "minilm", "all"], default="all")
+    args = parser.parse_args()
+    n_gsm8k = 1024 if args.quick else 5276
+    n_minilm = 128 if args.quick else 512
+    print(f"P6 reward service on loopback, {machine()}; load before: {load()}")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        if args.part in ("gsm8k", "all"):
+            print(table(gsm8k_part(n_gsm8k, Path(d))))
+        if args.part in ("minilm", "all"):
+            print(table(minilm_part(n_minilm, Path(d))))
+    print(f"wall {time.perf_counter() - start:.1f} s; load after: {load()}")
+
+
+if __name__ == "__main__":
+    main()
