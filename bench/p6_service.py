@@ -80,15 +80,17 @@ class Proc:
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
 
-    def rss(self) -> int:
-        """Resident memory of the server process and all its children (reward workers), bytes."""
+    def _tree(self) -> list[psutil.Process]:
         try:
             p = psutil.Process(self.proc.pid)
-            procs = [p, *p.children(recursive=True)]
+            return [p, *p.children(recursive=True)]
         except psutil.Error:
-            return 0
+            return []
+
+    def rss(self, procs: list[psutil.Process] | None = None) -> int:
+        """Resident memory of the server process and all its children (reward workers), bytes."""
         total = 0
-        for q in procs:
+        for q in self._tree() if procs is None else procs:
             try:
                 total += q.memory_info().rss
             except psutil.Error:
@@ -96,12 +98,14 @@ class Proc:
         return total
 
     def sample_peak(self) -> None:
+        """Sample the RSS every 0.2 s in a thread. The process list is read once here: listing children scans
+        all of /proc, which on a busy machine holds the GIL long enough to stall the load generator."""
         self.peak = 0
+        procs = self._tree()
 
         def run() -> None:
-            while not self._stop.is_set():
-                self.peak = max(self.peak, self.rss())
-                time.sleep(0.05)
+            while not self._stop.wait(0.2):
+                self.peak = max(self.peak, self.rss(procs))
 
         self._stop.clear()
         self._sampler = threading.Thread(target=run, daemon=True)
@@ -111,7 +115,7 @@ class Proc:
         self._stop.set()
         if self._sampler is not None:
             self._sampler.join()
-        return self.peak
+        return max(self.peak, self.rss())
 
     def close(self) -> None:
         self.proc.terminate()

@@ -50,14 +50,19 @@ class Metrics:
                 self.samples.labels(name, status)
 
     def observe_results(self, results: Sequence[RewardResult]) -> None:
-        samples, latency = self.samples, self.reward_seconds.labels(self._latency_label)
+        # Counted per request first, then one increment per label set: labels() takes a lock per call.
+        counts: dict[tuple[str, str], int] = {}
+        observe = self.reward_seconds.labels(self._latency_label).observe
         for r in results:
-            samples.labels("total", r.status.value).inc()
+            status = r.status.value
+            counts[("total", status)] = counts.get(("total", status), 0) + 1
             for name in self._components:
-                value = r.components.get(name)
-                samples.labels(name, "ok" if value is not None else (r.status.value if not r.ok else "error")).inc()
+                key = (name, "ok" if r.components.get(name) is not None else (status if not r.ok else "error"))
+                counts[key] = counts.get(key, 0) + 1
             if r.latency > 0:
-                latency.observe(r.latency)
+                observe(r.latency)
+        for (name, status), n in counts.items():
+            self.samples.labels(name, status).inc(n)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -94,6 +94,13 @@ def test_full_queue_is_429_with_retry_after(tmp_path: Path) -> None:
             assert first.result().status_code == 200
         after = httpx.post(server.url + "/v1/score", json={"samples": [{"completion": "now"}]})
         assert after.status_code == 200
+        # the request deadline: what is not scored by then comes back as a timeout, typed, not as an HTTP error
+        late = httpx.post(server.url + "/v1/score", json={"samples": [{"completion": "sleep 5"}], "timeout": 0.5})
+        (result,) = late.json()["results"]
+        assert (late.status_code, result["status"], result["reward"]) == (200, "timeout", None)
+        assert "deadline of 0.5s" in result["reason"]
+        header = httpx.post(server.url + "/rm", json={"response": "sleep 5"}, headers={"X-Rewardflow-Timeout": "0.5"})
+        assert header.status_code == 424 and "timeout" in header.text  # slime's dialect: a number, or a failure
         metrics = httpx.get(server.url + "/metrics").text
         assert 'rewardflow_requests_total{code="429",route="/v1/score"} 1.0' in metrics
 
