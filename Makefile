@@ -36,7 +36,7 @@ test-frameworks:
 	@set -e; for f in tests/frameworks/*/run.sh; do echo "== $$f"; bash $$f; done
 
 bench: setup
-	cd bench && for b in p1_throughput p2_poisoned p5_overhead p_rules p3_judge p4_reward_model integrations_bench; do ../$(PY) $$b.py || exit 1; done
+	cd bench && for b in p1_throughput p2_poisoned p5_overhead p_rules p3_judge p4_reward_model integrations_bench p6_service; do ../$(PY) $$b.py || exit 1; done
 
 docs: setup
 	$(VENV)/bin/mkdocs build --strict
