@@ -135,7 +135,7 @@ def test_sigterm_while_busy_answers_every_accepted_request(tmp_path: Path) -> No
         lock = threading.Lock()
 
         def call(i: int) -> None:
-            body = {"samples": [{"completion": "sleep 0.3"}, {"completion": f"row {i}"}]}
+            body = {"samples": [{"completion": "sleep 1"}, {"completion": f"row {i}"}]}
             try:
                 r = httpx.post(server.url + "/v1/score", json=body, timeout=60)
             except Exception as exc:  # recorded, asserted below
@@ -147,10 +147,11 @@ def test_sigterm_while_busy_answers_every_accepted_request(tmp_path: Path) -> No
         for t in threads:
             t.start()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # every request accepted and queued
-            if httpx.get(server.url + "/readyz").json()["queue_depth"] >= 24:
-                break
+        depth = 0
+        while time.monotonic() < deadline and depth < 24:  # every request accepted and queued
+            depth = httpx.get(server.url + "/readyz").json()["queue_depth"]
             time.sleep(0.02)
+        assert depth == 24  # 12 requests x 2 samples in flight (6 s of work on 2 workers) when SIGTERM comes
         server.terminate()
         for t in threads:
             t.join(60)
