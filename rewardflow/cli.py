@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rewardflow.errors import RewardflowError
+from rewardflow.server.command import serve as _serve_command
 from rewardflow.types import RewardResult, Sample, Status
 
 app = typer.Typer(
@@ -405,6 +406,10 @@ class _Collector:
     def write(self, text: str) -> int:
         self.rows.append(json.loads(text))
         return self.target.write(text)
+
+
+# `rewardflow serve` lives in rewardflow/server (needs the `server` extra only when run).
+app.command("serve")(_serve_command)
 
 
 def main() -> None:

@@ -64,6 +64,10 @@ class Spec(BaseModel):
     worker_threads: int | None = Field(
         default=None, ge=0, description="OpenMP/BLAS/torch threads per worker; default cpus // workers, 0: no cap."
     )
+    url: str | list[str] | None = Field(
+        default=None,
+        description="Reward service URL(s) (`rewardflow serve`): the framework adapters then score there, not locally.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Spec:

@@ -56,8 +56,12 @@ def build_engine(target: Any, **options: Any) -> Engine:
     For a spec, ``workers``/``timeout``/``concurrency``/``retries``/``worker_threads`` override the spec's
     engine-level values (per-reward settings in the spec still win); other options go to :class:`Engine` unchanged.
     """
+    from rewardflow.client import remote_engine_for
     from rewardflow.spec import Spec, load_spec, parse_spec
 
+    remote = remote_engine_for(target)  # $REWARDFLOW_URL or the spec's `url:`: score on the service
+    if remote is not None:
+        return remote  # type: ignore[return-value]
     if isinstance(target, Spec) or is_spec_path(target):
         spec = target if isinstance(target, Spec) else load_spec(target)
         overrides = {k: v for k, v in options.items() if k in _SPEC_FIELDS}

@@ -1,0 +1,67 @@
+"""Running the app under uvicorn, with a graceful SIGTERM.
+
+On SIGTERM (or Ctrl-C) uvicorn stops accepting connections, lets the requests in flight finish for up to
+``grace`` seconds, then runs the app's shutdown (the engine closes, its workers exit); the exit status after a
+SIGTERM is 0. Before that, the service
+flips ``/readyz`` to 503 so a load balancer stops routing to it. One process, one event loop, one engine:
+scale out by running several servers and giving the client (:class:`rewardflow.client.RemoteEngine`) every URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+from rewardflow.server.config import ServerConfig
+from rewardflow.spec import Spec
+
+__all__ = ["build_server", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_server(spec: Spec, config: ServerConfig, *, log_level: str = "warning") -> Any:
+    """A ``uvicorn.Server`` for the app, whose SIGTERM handler first marks the service as stopping."""
+    import uvicorn
+
+    from rewardflow.server.app import create_app
+
+    app = create_app(spec, config.check())
+    service = app.service
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            service.begin_shutdown()
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                # uvicorn re-raises captured signals after its shutdown (exit status -15); a graceful stop on
+                # SIGTERM is a success, so exit 0. Ctrl-C still ends as an interrupt (130).
+                self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=config.grace,
+        lifespan="on",
+        loop="uvloop" if _has("uvloop") else "asyncio",  # the `server` extra installs both; a bare install
+        http="httptools" if _has("httptools") else "h11",  # still runs, on the slower pure-Python pair
+    )
+    return _Server(uv_config)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def serve(spec: Spec, config: ServerConfig, *, log_level: str = "warning") -> None:
+    """Serve until SIGTERM/SIGINT; returns after a graceful shutdown."""
+    server = build_server(spec, config, log_level=log_level)
+    server.run()
+    if not server.started:
+        raise SystemExit(1)  # e.g. the port was taken, or start-up failed (uvicorn logged why)
