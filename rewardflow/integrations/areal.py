@@ -100,6 +100,8 @@ class AsyncRewardWrapper:
         max_workers: worker processes; ``None`` uses AReaL's heuristic (:func:`default_max_workers`).
         max_retries: retries of a sample whose worker process died. Unlike AReaL, timeouts and exceptions are
             not retried.
+        on_result: called with every :class:`RewardResult` before the call returns or raises (for logging its
+            components and failures; :mod:`rewardflow.integrations.areal_workflows` sends them to AReaL's stats).
     """
 
     def __init__(
@@ -108,8 +110,10 @@ class AsyncRewardWrapper:
         timeout_seconds: float | None = 15,
         max_workers: int | None = None,
         max_retries: int = 3,
+        on_result: Callable[[RewardResult], None] | None = None,
     ) -> None:
         self.reward_fn = reward_fn
+        self.on_result = on_result
         self.timeout_seconds = timeout_seconds
         self.max_workers = max_workers if max_workers is not None else default_max_workers()
         self.max_retries = max_retries
@@ -139,6 +143,8 @@ class AsyncRewardWrapper:
         Raises :class:`RewardFailedError` when the sample could not be scored.
         """
         result = await self.score(*args, **kwargs)
+        if self.on_result is not None:
+            self.on_result(result)
         if not result.ok:
             raise RewardFailedError(result, context=f"AsyncRewardWrapper({_describe(self.reward_fn)})")
         return result.value  # type: ignore[return-value]

@@ -16,6 +16,10 @@ Each class takes exactly AReaL's arguments (passed through unchanged, so it foll
 string (what single-controller mode needs, since a function cannot cross the RPC), a rewardflow reward name,
 or the path of a rewardflow spec file (``"/abs/path/spec.yaml"``).
 
+Every score's components go to AReaL's stats tracker next to AReaL's own ``reward`` (scope ``rollout``, or
+``eval-rollout``), as ``rewardflow/<component>``, and each failed sample adds ``rewardflow/failed = 1``; AReaL's
+``StatsLogger`` exports them with the rest (console, wandb, TensorBoard).
+
 What a failed sample becomes is AReaL's doing, not ours: the :class:`~rewardflow.errors.RewardFailedError`
 leaves ``arun_episode``; with ``n_samples > 1`` it ends the whole group (see :mod:`rewardflow.integrations.areal`).
 
@@ -29,13 +33,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from areal import workflow_context
+from areal.utils import stats_tracker
 from areal.workflow import multi_turn as _multi_turn
 from areal.workflow import rlvr as _rlvr
 from areal.workflow import vision_rlvr as _vision_rlvr
 
 from rewardflow.integrations.areal import AsyncRewardWrapper
+from rewardflow.types import RewardResult
 
-__all__ = ["MultiTurnWorkflow", "RLVRWorkflow", "VisionRLVRWorkflow"]
+__all__ = ["MultiTurnWorkflow", "RLVRWorkflow", "VisionRLVRWorkflow", "log_to_areal_stats"]
 
 # Given to AReaL's constructor in place of the reward: RLVR treats a string reward as "import it on the first
 # episode", so it builds no wrapper of its own; the real reward is installed right after.
@@ -47,12 +54,25 @@ class _RewardflowRewards:
 
     def _install_reward(self, reward_fn: Any, timeout_seconds: float | None, max_workers: int | None, retries: int):
         wrapper = AsyncRewardWrapper(
-            reward_fn, timeout_seconds=timeout_seconds, max_workers=max_workers, max_retries=retries
+            reward_fn,
+            timeout_seconds=timeout_seconds,
+            max_workers=max_workers,
+            max_retries=retries,
+            on_result=log_to_areal_stats,
         )
         self.async_reward_fn = wrapper
         # AReaL re-imports a *string* ``reward_fn`` on the first episode and wraps it with its own wrapper; keeping
         # the wrapper object here (not a string) turns that branch off.
         self.reward_fn = wrapper
+
+
+def log_to_areal_stats(result: RewardResult) -> None:
+    """Record a result's components (or its failure) in AReaL's stats tracker, in the current rollout scope."""
+    stats = {f"rewardflow/{name}": float(v) for name, v in result.components.items() if v is not None}
+    if not result.ok:
+        stats = {"rewardflow/failed": 1.0}
+    if stats:
+        stats_tracker.get(workflow_context.stat_scope()).scalar(**stats)
 
 
 class RLVRWorkflow(_RewardflowRewards, _rlvr.RLVRWorkflow):

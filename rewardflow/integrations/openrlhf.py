@@ -31,8 +31,9 @@ error, and its advantage code reshapes rewards into fixed groups of ``n_samples_
 * ``on_failure="filter"`` (default): ``scores`` is NaN and ``rewards`` is ``failure_reward`` (0.0), with
   ``rewardflow/failed = 1``. With ``--algo.dynamic_filtering_enable`` OpenRLHF drops the prompt's whole group
   (a NaN average is outside every range) and samples a replacement prompt: the failure is never trained on.
-  Without it, the step does not crash and the sample trains on ``failure_reward``, visibly: WARNING log,
-  ``rewardflow/failed`` and a NaN ``score`` in the logged metrics;
+  Without it, the step does not crash and the sample trains on ``failure_reward``, visibly: a WARNING with the
+  reason, ``rewardflow/failed`` in the logged metrics (its components carry ``failure_reward`` too, so their
+  averages stay readable) and a NaN ``score``;
 * ``on_failure="raise"``: raise :class:`~rewardflow.errors.RewardFailedError` (what OpenRLHF then does is above;
   for debugging only).
 
@@ -150,7 +151,7 @@ class OpenRLHFReward:
         scores = [r.value if r.ok else math.nan for r in results]
         extra_logs = {
             f"rewardflow/{name}": torch.tensor(
-                [r.components.get(name, math.nan) if r.ok else math.nan for r in results], dtype=torch.float32
+                [_component(r, name) if r.ok else self.failure_reward for r in results], dtype=torch.float32
             )
             for name in names
         }
@@ -160,6 +161,11 @@ class OpenRLHFReward:
             "scores": torch.tensor(scores, dtype=torch.float32),
             "extra_logs": extra_logs,
         }
+
+
+def _component(result: RewardResult, name: str) -> float:
+    value = result.components.get(name)
+    return math.nan if value is None else float(value)
 
 
 def split_response(query: str, prompt: str, end_markers: Sequence[str] = DEFAULT_END_MARKERS) -> str | None:

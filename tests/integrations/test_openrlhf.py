@@ -101,7 +101,7 @@ def test_failure_is_filtered_not_scored(exact_spec: Path, caplog: pytest.LogCapt
     assert info["rewards"].tolist() == pytest.approx([1.01, 0.0])
     assert info["scores"][0].item() == pytest.approx(1.01) and torch.isnan(info["scores"][1])
     assert info["extra_logs"]["rewardflow/failed"].tolist() == [0.0, 1.0]
-    assert torch.isnan(info["extra_logs"]["rewardflow/accuracy"][1])
+    assert info["extra_logs"]["rewardflow/accuracy"].tolist() == [1.0, 0.0]  # failure_reward, flagged by `failed`
     assert "1 of 2 samples failed: #1 timeout" in caplog.text
 
 

@@ -16,7 +16,9 @@ import asyncio
 import importlib.util
 import logging
 import math
+import re
 import runpy
+import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -115,7 +117,7 @@ def test_module_level_reward_func_from_the_spec_env(agent: Any, reward_file: Pat
 def test_truncated_prompt_holding_the_answer_does_not_score_the_response(agent: Any, reward_file: Path, tokenizer):
     """OpenRLHF keeps the prompt's last tokens; an answer in the prompt must not be credited to the response."""
     executor = agent.SingleTurnAgentExecutor(str(reward_file))
-    prompt = chat(QUESTION + " A classmate said: The answer is 72.")
+    prompt = chat(QUESTION + " A classmate wrote \\boxed{72} as the answer.")
     n_prompt = len(tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
     max_length = n_prompt - 10 + 16  # room for 16 new tokens: OpenRLHF drops the prompt's first 10 tokens
     out = execute(executor, tokenizer, prompt, "#### 72", "I am not sure.<|im_end|>", max_length=max_length)
@@ -189,27 +191,14 @@ def test_without_dynamic_filtering_the_failed_sample_is_a_flagged_finite_reward(
     assert experience.info["rewardflow/failed"].item() == 1.0
 
 
-DOCUMENTED_FLAGS = [
-    "--actor.model_name_or_path",
-    "Qwen/Qwen2.5-0.5B-Instruct",
-    "--data.prompt_dataset",
-    "/abs/path/gsm8k.jsonl",
-    "--data.input_key",
-    "question",
-    "--data.label_key",
-    "answer",
-    "--data.apply_chat_template",
-    "--reward.remote_url",
-    "/abs/path/my_reward_func.py",
-    "--rollout.n_samples_per_prompt",
-    "4",
-    "--algo.advantage.estimator",
-    "group_norm",
-    "--algo.dynamic_filtering_enable",
-    "--algo.dynamic_filtering_range",
-    "-1000000",
-    "1000000",
-]
+def documented_flags(lang: str) -> list[str]:
+    """The flags of the training command in the docs page (en or zh): what users copy and paste."""
+    page = (ROOT / "docs" / lang / "integrations-openrlhf.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```bash\n(.*?)^```", page, flags=re.DOTALL | re.MULTILINE)
+    command = next(b for b in blocks if "openrlhf.cli.train_ppo_ray" in b)
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert argv[:3] == ["python3", "-m", "openrlhf.cli.train_ppo_ray"], argv[:3]
+    return argv[3:]
 
 
 def parse_like_train_ppo_ray(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -241,8 +230,9 @@ def parse_like_train_ppo_ray(argv: list[str], monkeypatch: pytest.MonkeyPatch) -
     return parsed.value.args[0]
 
 
-def test_the_documented_flags_parse_and_pass_openrlhfs_checks(monkeypatch: pytest.MonkeyPatch) -> None:
-    args = parse_like_train_ppo_ray(DOCUMENTED_FLAGS, monkeypatch)
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_documented_flags_parse_and_pass_openrlhfs_checks(lang: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = parse_like_train_ppo_ray(documented_flags(lang), monkeypatch)
     assert args.reward.remote_url == ["/abs/path/my_reward_func.py"]
     assert args.data.label_key == "answer"
     assert args.algo.dynamic_filtering_enable and list(args.algo.dynamic_filtering_range) == [-1e6, 1e6]
@@ -251,5 +241,5 @@ def test_the_documented_flags_parse_and_pass_openrlhfs_checks(monkeypatch: pytes
 @pytest.mark.parametrize("old", [["--remote_rm_url", "x.py"], ["--label_key", "answer"], ["--reward_pretrain", "m"]])
 def test_the_flags_of_the_old_docs_are_rejected(old: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as info:
-        parse_like_train_ppo_ray([*DOCUMENTED_FLAGS, *old], monkeypatch)
+        parse_like_train_ppo_ray([*documented_flags("en"), *old], monkeypatch)
     assert info.value.code == 2
