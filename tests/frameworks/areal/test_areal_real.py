@@ -135,6 +135,26 @@ def test_a_failure_never_becomes_a_score(tokenizer: Any) -> None:
     assert info.value.status == "timeout"
 
 
+def test_components_and_failures_reach_areals_stats_tracker(tokenizer: Any, tmp_path: Path) -> None:
+    from areal.utils import stats_tracker
+
+    spec = tmp_path / "reward.yaml"
+    spec.write_text(
+        f"workers: 1\ntimeout: 2\nrewards:\n  - name: accuracy\n    reward: gsm8k\n"
+        f"  - name: format\n    reward: {HANG.replace('.slow_on_hang', ':slow_on_hang')}\n    weight: 0\n"
+    )
+    engine = CannedEngine(tokenizer)
+    workflow = areal_workflows.RLVRWorkflow(str(spec), GenerationHyperparameters(n_samples=1), tokenizer)
+    stats_tracker.get("rollout").export()  # start from an empty scope
+    asyncio.run(workflow.arun_episode(engine, row()))
+    engine.calls["hang"] = 1  # the next canned answer for this prompt is "hang": the format check hangs
+    with pytest.raises(RewardFailedError):
+        asyncio.run(workflow.arun_episode(engine, row("hang " + QUESTION)))
+    exported = stats_tracker.get("rollout").export()
+    assert {"rollout/reward", "rollout/rewardflow/accuracy", "rollout/rewardflow/failed"} <= set(exported)
+    assert exported["rollout/rewardflow/failed"] == 1.0
+
+
 def test_multi_turn_workflow_uses_rewardflow(tokenizer: Any) -> None:
     engine = CannedEngine(tokenizer)
     workflow = areal_workflows.MultiTurnWorkflow(
