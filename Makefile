@@ -28,7 +28,11 @@ lint: setup
 	$(VENV)/bin/ruff check rewardflow tests bench
 	$(VENV)/bin/ruff format --check rewardflow tests bench
 
+# The code rewards' sandbox needs bubblewrap; install it when we can (root, Debian) and it is missing.
 test: setup lint
+	@command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+		|| (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1) \
+		|| echo "warning: could not install bubblewrap; sandbox tests will skip"
 	$(PY) -m pytest -q
 
 # Each real framework (TRL, verl, AReaL, OpenRLHF) in its own pinned venv: tests/frameworks/<name>/run.sh.
@@ -36,7 +40,7 @@ test-frameworks:
 	@set -e; for f in tests/frameworks/*/run.sh; do echo "== $$f"; bash $$f; done
 
 bench: setup
-	cd bench && for b in p1_throughput p2_poisoned p5_overhead p_rules p3_judge p4_reward_model integrations_bench; do ../$(PY) $$b.py || exit 1; done
+	cd bench && for b in p1_throughput p2_poisoned p5_overhead p_rules p3_judge p4_reward_model integrations_bench p8_code; do ../$(PY) $$b.py || exit 1; done
 
 docs: setup
 	$(VENV)/bin/mkdocs build --strict

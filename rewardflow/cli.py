@@ -258,8 +258,13 @@ def demo(
     limit: Annotated[int | None, typer.Option(help="Score only the first N solutions.")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the scored rows here.")] = None,
+    code: Annotated[bool, typer.Option("--code", help="HumanEval in the sandbox instead (canonical + wrong).")] = False,
 ) -> None:
     """Score the embedded GSM8K example solutions with `gsm8k` and report agreement with their labels."""
+    if code:  # HumanEval's canonical solutions must pass and broken variants fail (rewardflow.code.demo)
+        from rewardflow.code.demo import run_demo
+
+        raise typer.Exit(run_demo(workers=workers, limit=limit))
     from rewardflow.data import gsm8k_examples
     from rewardflow.engine import Engine
 

@@ -56,6 +56,25 @@ class Component:
     gate: bool = False
 
 
+class _Interrupted(Exception):
+    """A ``KeyboardInterrupt``/``SystemExit`` raised inside a reward's thread, carried as an ordinary exception.
+
+    Raised bare inside the engine's event loop, it would kill the loop's thread and leave the caller waiting
+    forever; carried, it reaches the caller, who gets the original interrupt back.
+    """
+
+    def __init__(self, interrupt: BaseException) -> None:
+        super().__init__(f"interrupted: {interrupt!r}")
+        self.interrupt = interrupt
+
+
+def _in_thread(fn: Any, kwargs: dict[str, Any]) -> Any:
+    try:
+        return fn(**kwargs)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise _Interrupted(exc) from exc
+
+
 class _LoopThread:
     """An event loop on a daemon thread, owned by one engine, for the sync API."""
 
@@ -81,6 +100,8 @@ class _LoopThread:
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result()
+        except _Interrupted as exc:  # a reward's thread was interrupted: the caller is, too
+            raise exc.interrupt from None
         except BaseException:
             future.cancel()
             raise
@@ -236,7 +257,10 @@ class Engine:
         prepared = self._prepare(samples)
         if self._all_inline:
             return self._score_inline(prepared)
-        return await self._ascore_prepared(prepared)
+        try:
+            return await self._ascore_prepared(prepared)
+        except _Interrupted as exc:
+            raise exc.interrupt from None
 
     async def ascore_one(self, sample: Sample | Mapping[str, Any]) -> RewardResult:
         """Score one rollout as soon as it is generated (streaming)."""
@@ -455,12 +479,14 @@ class Engine:
                 if rw.is_async:
                     raw = await asyncio.wait_for(rw.fn(**kwargs), timeout)
                 else:
-                    raw = await asyncio.wait_for(asyncio.to_thread(rw.fn, **kwargs), timeout)
+                    raw = await asyncio.wait_for(asyncio.to_thread(_in_thread, rw.fn, kwargs), timeout)
             except asyncio.TimeoutError:
                 status = Status.TIMEOUT
                 how = "call cancelled" if rw.is_async else "the thread cannot be killed and finishes in the background"
                 reason = f"timed out after {timeout:g}s ({how})"
                 return [RewardResult(None, status, reason, latency=time.perf_counter() - start) for _ in samples]
+            except _Interrupted:
+                raise  # to the caller (see _Interrupted), never turned into error results
             except Exception as exc:  # the engine boundary
                 return error_results(len(samples), exc, time.perf_counter() - start)
             return invoke_many(rw, samples, raw, time.perf_counter() - start)

@@ -17,6 +17,8 @@ Every exception the library raises on purpose derives from :class:`RewardflowErr
     │   ├── JudgeResponseError      a 200 whose body is not an OpenAI chat completion (garbage, no choices)
     │   └── JudgeParseError         the judge's reply text holds no usable verdict; ``raw`` keeps it
     ├── ModelError                  reward-model loading/scoring failures (models/)
+    ├── SandboxError                the sandbox could not run a program (bwrap failed to start; sandbox/)
+    │   └── IsolationError          the host allows less isolation than the spec requires
     └── UndecidedError              a rule reward cannot decide (numbers too large to compare exactly; rules/)
 
 Errors raised *by reward code* are never propagated out of the engine: they become a
@@ -37,6 +39,7 @@ __all__ = [
     "ConfigError",
     "EngineClosedError",
     "InputError",
+    "IsolationError",
     "JudgeConnectionError",
     "JudgeError",
     "JudgeParseError",
@@ -47,6 +50,7 @@ __all__ = [
     "ModelError",
     "RewardFailedError",
     "RewardflowError",
+    "SandboxError",
     "UndecidedError",
     "UnknownRewardError",
 ]
@@ -161,6 +165,18 @@ class JudgeParseError(JudgeError, ValueError):
 
 class ModelError(RewardflowError):
     """A reward model could not be loaded or run (unsafe checkpoint, missing files, bad config)."""
+
+
+class SandboxError(RewardflowError):
+    """The sandbox itself failed (could not start, lost the program's status): an infrastructure failure.
+
+    Code rewards let it propagate, so the engine reports ``status="error"``; a wrong or crashing program is a
+    ``0.0`` instead.
+    """
+
+
+class IsolationError(SandboxError, ConfigError):
+    """The host allows less isolation than required (``require="bwrap"`` without bubblewrap): refused, not run."""
 
 
 class UndecidedError(RewardflowError):

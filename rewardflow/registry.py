@@ -164,9 +164,9 @@ def _build(
 
 
 def _builtin_entries() -> list[Entry]:
-    from rewardflow import judge, models, rules
+    from rewardflow import code, judge, models, rules
 
-    return [*rules.BUILTINS, *judge.BUILTINS, *models.BUILTINS]
+    return [*rules.BUILTINS, *judge.BUILTINS, *models.BUILTINS, *code.BUILTINS]
 
 
 @functools.lru_cache(maxsize=1)

@@ -15,7 +15,13 @@ CASES = [
     ("#### 18 dollars", "#### 18", 1.0, "trailing unit"),
     ("#### 18.00", "#### 18", 1.0, "trailing zeros"),
     ("\\boxed{18}", "Janet sells 9 eggs.\n#### 18", 1.0, "boxed answer, gold with working"),
-    ("She has 18 eggs, 16 left", "#### 16", 0.0, "no anchor: never the last number"),
+    ("She has 18 eggs, 16 left", "#### 18", 0.0, "no anchor: math-verify's last number (16) is not the gold"),
+    ("#### 18<|im_end|>", "#### 18", 1.0, "end-of-sequence token left by decoding"),
+    ("The answer is 18.<|im_end|>", "#### 18", 1.0, "sentence end, then the chat template's end token"),
+    ("A: 18</s>", "#### 18", 1.0, "Llama-2 / Mistral end token"),
+    ("The answer is 18<|eot_id|><|end_of_text|>", "#### 18", 1.0, "Llama-3 end tokens, several"),
+    ("#### 18<|endoftext|><|endoftext|><|endoftext|>", "#### 18", 1.0, "padding with the end token"),
+    ("The answer is -18.", "#### 18", 0.0, "the sign after 'answer is' is kept"),
     ("A: 70, 71, or 72", "#### 71", 0.0, "hedge over a list"),
     ("\\boxed{3} or maybe \\boxed{4}", "#### 3", 0.0, "two different boxed answers"),
     ("A: 17", "#### 18", 0.0, "wrong value"),
@@ -32,7 +38,8 @@ def test_gsm8k_table(completion: str, gold: str, expected: float, trap: str) -> 
 
 
 def test_zero_has_a_reason() -> None:
-    assert "no final answer" in gsm8k_reward("16 left", answer="#### 16").reason
+    assert "no final answer" in gsm8k_reward("16 left", answer="#### 16", unanchored="zero").reason
+    assert "unanchored='last'" in gsm8k_reward("17 left", answer="#### 16").reason
     assert "hedged" in gsm8k_reward("A: 70, 71, or 72", answer="#### 70").reason
 
 

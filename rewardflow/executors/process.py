@@ -26,7 +26,9 @@ rewards on untrusted model output:
   kernel kills them if the parent dies (``PR_SET_PDEATHSIG``).
 
 Workers are started with the ``forkserver`` method by default (fork from a clean, preloaded server: no threads or
-CUDA state inherited, and a replacement starts in milliseconds). Scripts using it need the usual
+CUDA state inherited, and a replacement starts in milliseconds). A worker does not re-run the caller's main
+script (and so does not re-import torch or the trainer) unless a reward is defined in it, and then the script runs
+once, in the forkserver (:mod:`rewardflow.executors._forkserver`). Scripts using it need the usual
 ``if __name__ == "__main__":`` guard, as with any multiprocessing code.
 """
 
@@ -53,6 +55,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from rewardflow.errors import ConfigError, EngineClosedError
+from rewardflow.executors._forkserver import MAIN_ENV, describe_main
 from rewardflow.executors.worker import worker_main
 from rewardflow.reward import Reward
 from rewardflow.types import RewardResult, Sample, Status
@@ -248,8 +251,10 @@ class ProcessPool:
             ) from exc
         self._ctx = mp.get_context(start_method)
         modules = {"rewardflow.executors.worker", *preload}
-        modules.update(m for rw in rewards.values() if (m := getattr(rw.fn, "__module__", None)) and m != "__main__")
-        self._preload = sorted(modules)
+        reward_modules = {getattr(rw.fn, "__module__", None) for rw in rewards.values()}
+        modules.update(m for m in reward_modules if m and m != "__main__")
+        self._preload = [*sorted(modules), "rewardflow.executors._forkserver"]
+        self._main_rewards = "__main__" in reward_modules
         self._lock = threading.Lock()
         self._pending: deque[_Task] = deque()
         self._workers: list[_Worker] = []
@@ -313,6 +318,12 @@ class ProcessPool:
 
     def _start(self) -> None:
         if self._ctx.get_start_method() == "forkserver":
+            # Tell the forkserver (if this call starts it) how to stand in for our __main__: see _forkserver.
+            main = describe_main(eager=self._main_rewards)
+            if main is None:
+                os.environ.pop(MAIN_ENV, None)
+            else:
+                os.environ[MAIN_ENV] = main
             self._ctx.set_forkserver_preload(self._preload)
         self._state = PoolState.RUNNING
         _LIVE_POOLS.add(self)

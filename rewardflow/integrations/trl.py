@@ -14,10 +14,17 @@ parallel worker processes with killable timeouts, ``async def`` rewards concurre
 
 **Failures are ``None``.** TRL's only value for "no reward here" is ``None``: it turns it into NaN and sums the
 reward functions with ``nansum``, so a failed sample simply does not count for this function. If every reward
-function returns ``None`` for a sample, TRL's sum for it is 0 and TRL warns ("All reward functions returned
-None"); TRL has no way to drop a sample from its group. Each failure is logged here with its status and reason.
-Pass ``on_failure="raise"`` to stop training on the first failure instead
+function returns ``None`` for a sample, TRL (since 1.6) treats the sample as unscorable: it is left out of its
+group's mean, its advantage is set to 0, and TRL warns ("All reward functions returned None"). Each failure is
+logged here with its status and reason. Pass ``on_failure="raise"`` to stop training on the first failure instead
 (:class:`~rewardflow.errors.RewardFailedError`).
+
+**Components reach TRL's logs.** TRL (since 1.x) passes reward functions a ``log_metric(name, value)`` hook (a
+scalar per batch, averaged into its logged metrics next to ``kl`` and ``reward``) and a ``log_extra(column,
+values)`` hook (one value per sample, a column of its completions table). For every batch the function logs
+``<name>/<component>`` (the mean over the samples where that component scored) for each component of a
+composed reward or spec and ``<name>/failed`` (the fraction of failed samples) through ``log_metric``, and the
+per-sample component values through ``log_extra``. Older TRL versions, which pass neither, still work.
 
 **Conversational data.** When prompts/completions are lists of chat messages, the reward sees text: the completion
 is the content of the last ``assistant`` message, the prompt the content of the last ``user`` message (text parts
@@ -40,7 +47,7 @@ from rewardflow.errors import ConfigError, RewardFailedError
 from rewardflow.integrations._shared import build_engine, is_spec_path, log_failures
 from rewardflow.types import RewardResult, Sample
 
-__all__ = ["message_text", "trl_reward", "trl_samples"]
+__all__ = ["message_text", "report_to_trl", "trl_reward", "trl_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +81,9 @@ def trl_reward(
     engine = build_engine(rewards_or_spec, **engine_options)
     label = name or _default_name(rewards_or_spec)
 
-    def finish(results: list[RewardResult]) -> list[float | None]:
+    def finish(results: list[RewardResult], hooks: Mapping[str, Any]) -> list[float | None]:
         log_failures(results, f"rewardflow reward {label!r}", logger)
+        report_to_trl(results, label, hooks.get("log_metric"), hooks.get("log_extra"))
         if on_failure == "raise":
             for r in results:
                 if not r.ok:
@@ -90,7 +98,7 @@ def trl_reward(
             completion_ids: Sequence[Any] | None = None,
             **kwargs: Any,
         ) -> list[float | None]:
-            return finish(await engine.ascore(trl_samples(prompts, completions, completion_ids, kwargs)))
+            return finish(await engine.ascore(trl_samples(prompts, completions, completion_ids, kwargs)), kwargs)
 
         fn: Callable[..., Any] = reward_fn
     else:
@@ -101,7 +109,7 @@ def trl_reward(
             completion_ids: Sequence[Any] | None = None,
             **kwargs: Any,
         ) -> list[float | None]:
-            return finish(engine.score(trl_samples(prompts, completions, completion_ids, kwargs)))
+            return finish(engine.score(trl_samples(prompts, completions, completion_ids, kwargs)), kwargs)
 
         fn = reward_fn_sync
     fn.__name__ = fn.__qualname__ = label
@@ -110,6 +118,34 @@ def trl_reward(
     fn.close = engine.close  # type: ignore[attr-defined]
     weakref.finalize(fn, engine.close)
     return fn
+
+
+def report_to_trl(
+    results: Sequence[RewardResult],
+    label: str,
+    log_metric: Callable[[str, float], Any] | None,
+    log_extra: Callable[[str, list[Any]], Any] | None = None,
+) -> None:
+    """Send the batch's components and failure rate to TRL's ``log_metric``/``log_extra`` hooks (when given).
+
+    A metric is the mean over the samples where the component has a value; a component that scored nowhere in the
+    batch is not logged (a 0 would look like a real score). ``log_extra`` gets one value per sample, ``None`` where
+    the component did not score.
+    """
+    if not results or (log_metric is None and log_extra is None):
+        return
+    names: list[str] = []
+    for r in results:
+        names.extend(k for k in r.components if k not in names)
+    for key in names:
+        values = [r.components.get(key) for r in results]
+        scored = [float(v) for v in values if v is not None]
+        if log_metric is not None and scored:
+            log_metric(f"{label}/{key}", sum(scored) / len(scored))
+        if log_extra is not None:
+            log_extra(f"{label}/{key}", values)
+    if log_metric is not None:
+        log_metric(f"{label}/failed", sum(1 for r in results if not r.ok) / len(results))
 
 
 def trl_samples(

@@ -1,16 +1,19 @@
-"""verl: ``compute_score`` functions for verl's ``custom_reward_function``, backed by a spec file.
+"""verl: ``compute_score`` functions for verl's custom reward function, backed by a spec file.
 
-verl loads a custom reward function from a Python *file* (``custom_reward_function.path``) by name
-(``custom_reward_function.name``) and calls it with keywords, merging ``custom_reward_function.reward_kwargs``
-into them (``get_custom_reward_fn`` in ``verl/trainer/ppo/reward.py``):
+verl loads a custom reward function from a Python file (or ``pkg://module``) named in its configuration and
+calls it with keywords, merging ``reward_kwargs`` into them (``get_custom_reward_fn`` in
+``verl/trainer/ppo/reward.py``). In verl 0.9 the keys are ``reward.custom_reward_function.path/name/
+reward_kwargs``; the top-level ``custom_reward_function.*`` keys of older versions are still accepted by
+``main_ppo`` but ignored, so verl silently trains on its built-in scorer.
 
-* the per-sample reward managers (``naive``, ``dapo``, the reward loop) call
-  ``compute_score(data_source=..., solution_str=..., ground_truth=..., extra_info=...)`` and accept a float or a
-  dict with a ``"score"`` key whose other keys are logged as ``reward_extra_info``; the reward loop awaits the
+* verl's reward loop (the only reward path since verl 0.8: managers ``naive``, ``dapo``, ...) calls
+  ``compute_score(data_source=..., solution_str=..., ground_truth=..., extra_info=...)`` once per sample and
+  accepts a float or a dict with a ``"score"`` key whose other keys become ``reward_extra_info``; it awaits the
   function when it is ``async def`` and may add ``reward_router_address``/``reward_model_tokenizer`` keywords;
-* the ``batch`` reward manager (``verl/workers/reward_manager/batch.py``) calls
-  ``compute_score(data_sources=..., solution_strs=..., ground_truths=..., extra_infos=...)`` once for the whole
-  batch and expects one float or dict per sample.
+* the ``batch`` form ``compute_score(data_sources=..., solution_strs=..., ground_truths=..., extra_infos=...)``
+  is the convention of the ``batch`` reward manager of verl < 0.8. verl 0.8+ has no such manager: to score whole
+  batches (model rewards, batch rewards) use the reward-loop manager in
+  :mod:`rewardflow.integrations.verl_manager`.
 
 verl runs those functions with no timeout, so one hung sympy call stalls the training step. Here each call goes
 through a rewardflow engine (killable timeouts, worker processes, composition); the batch form scores the whole
@@ -26,9 +29,9 @@ metrics. rewardflow never picks that number for you.
 ``details=True`` returns dicts: ``score``, ``rewardflow_failed`` and one key per component (NaN where a
 component failed), the same keys for every sample as verl requires.
 
-A spec with a model reward (:class:`~rewardflow.models.RewardModel`, ``similarity``) works with the batch form
-only; the per-sample forms refuse it with a :class:`~rewardflow.errors.ConfigError` rather than run one forward
-pass per completion.
+A spec with a model reward (:class:`~rewardflow.models.RewardModel`, ``similarity``) is refused by the
+per-sample forms with a :class:`~rewardflow.errors.ConfigError` rather than run one forward pass per completion;
+:class:`~rewardflow.integrations.verl_manager.RewardflowRewardManager` scores it on whole batches.
 """
 
 from __future__ import annotations
@@ -114,7 +117,8 @@ class VerlReward:
         extra_infos: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> list[float | dict[str, float]]:
-        """verl's ``batch`` reward manager form: the whole batch at once, scored in parallel."""
+        """The ``batch`` form (verl < 0.8's ``batch`` reward manager, or your own code): the whole batch at once,
+        scored in parallel."""
         n = len(solution_strs)
         if len(data_sources) != n or len(ground_truths) != n:
             raise ValueError(
@@ -133,7 +137,8 @@ class VerlReward:
         refuse_batch_only_rewards(
             engine,
             "verl's per-sample compute_score",
-            "use compute_score_batch with reward_model.reward_manager=batch, which passes the whole batch",
+            "use the reward-loop manager rewardflow.integrations.verl_manager.RewardflowRewardManager "
+            "(reward.reward_manager.source=importlib), which scores whole batches",
         )
         return engine
 
@@ -180,10 +185,10 @@ def make_compute_score(
     failure_score: float | None = None,
     **engine_options: Any,
 ) -> Any:
-    """The function to name in ``custom_reward_function.name``, for a spec path you choose.
+    """The function to name in ``reward.custom_reward_function.name``, for a spec path you choose.
 
-    ``form`` is ``"sample"`` (per-sample managers), ``"batch"`` (the ``batch`` manager) or ``"async"`` (verl's
-    reward loop awaits it). Use it in your reward file::
+    ``form`` is ``"sample"`` (verl's reward loop runs it in a thread), ``"async"`` (the reward loop awaits it) or
+    ``"batch"`` (verl < 0.8's ``batch`` manager). Use it in your reward file::
 
         compute_score = make_compute_score("/abs/path/reward_spec.yaml")
     """
@@ -219,5 +224,5 @@ def compute_score_batch(
     extra_infos: Sequence[Any] | None = None,
     **kwargs: Any,
 ) -> list[float | dict[str, float]]:
-    """Batch form over the spec in ``$REWARDFLOW_SPEC`` (``reward_model.reward_manager=batch``)."""
+    """Batch form over the spec in ``$REWARDFLOW_SPEC`` (verl < 0.8's ``reward_model.reward_manager=batch``)."""
     return _from_env().compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos, **kwargs)

@@ -4,8 +4,11 @@ A learned reward model is heavy GPU work, so it is never a per-sample function i
 ``batch`` reward that the engine calls once per training batch, in the main process, and that leaves the device
 right after (:mod:`rewardflow.models.base`). What is here:
 
-* :class:`RewardModel` (registry name ``reward_model``): sequence-classification and token-classification
-  (AReaL-style, last-token) reward models, with chat re-templating and token-budget micro-batching;
+* :class:`RewardModel` (registry name ``reward_model``): sequence-classification, token-classification
+  (AReaL-style) and value-head (OpenRLHF, TRL) reward models, read at a position computed from each sequence
+  (never by a pad-id search), with chat re-templating, an eos policy matched to the trainer, truncation that keeps
+  both ends (:mod:`~rewardflow.models.truncation`), token-budget micro-batching and GRPO prefix sharing
+  (:mod:`~rewardflow.models.prefix`);
 * :class:`SimilarityReward` (``similarity``): cosine similarity to the reference answer with a sentence encoder
   (the bundled all-MiniLM-L6-v2 by default);
 * :func:`score_training_batch`: the training-step hook that scores a batch with a whole spec and guarantees every

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from rewardflow.errors import ConfigError, ModelError
 from rewardflow.models.batching import MicroBatchPlan, plan_micro_batches
-from rewardflow.models.loading import Checkpoint, import_torch, resolve_device, resolve_dtype
+from rewardflow.models.loading import Checkpoint, import_torch, resolve_device, resolve_dtype, safetensors_errors
 from rewardflow.models.weights import OffloadMode, WeightStore, device_memory, trim_host_memory
 
 __all__ = ["Encoded", "ManagedModel", "ModelState", "ScoreReport"]
@@ -79,6 +79,9 @@ class ScoreReport:
     device_memory_before: int | None  # before onload
     device_memory_onloaded: int | None  # weights resident, before the forward passes
     device_memory_after: int | None  # after offload
+    prefix_sharing: str = "off"  # "on", or "off: <why>" (see rewardflow.models.prefix)
+    shared_groups: int = 0  # groups of samples whose common prompt prefix ran once
+    shared_tokens: int = 0  # prefix tokens not recomputed thanks to that
 
     @property
     def padding_waste(self) -> float:
@@ -93,11 +96,18 @@ class ScoreReport:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids of a list of texts (unpadded), optional token type ids, and how many were truncated."""
+    """Token ids of a list of texts (unpadded), optional token type ids, and how many were truncated.
+
+    ``read_at`` is, per sequence, the index of the token whose output is the score (default: the last one);
+    ``prompt_lengths`` is, per sequence, how many of its first tokens come from the prompt (used to find groups
+    that share a prefix; ``None`` when unknown).
+    """
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None = None
     truncated: int = 0
+    read_at: list[int] | None = None
+    prompt_lengths: list[int] | None = None
 
 
 class ManagedModel:
@@ -108,11 +118,13 @@ class ManagedModel:
 
     Args:
         path: local checkpoint directory (safetensors only). Configuration, never data.
-        device: compute device; default the current CUDA device, else the CPU.
+        device: compute device; default, resolved on first use: this rank's GPU (the current CUDA device if the
+            trainer bound one, else ``LOCAL_RANK``), else the CPU.
         dtype: weight dtype; default bf16 on a GPU, fp32 on the CPU; ``"auto"`` keeps the checkpoint's.
         offload: ``"cpu"`` (pinned host copy), ``"release"`` (drop, reload from the file) or ``"none"``.
         max_length: longest sequence fed to the model, in tokens; longer ones are truncated.
-        truncation_side: ``"left"`` keeps the end of the text (where a reward model reads its score).
+        truncation_side: ``"left"`` keeps the end of the text, ``"right"`` its start; :class:`RewardModel` adds
+            ``"ends"`` (its default: keep both ends, see :mod:`rewardflow.models.truncation`).
         padding_side: ``"left"``/``"right"``; default the tokenizer's own.
         token_budget: most padded tokens per micro-batch (bounds activation memory); default 8192 on an
             accelerator, 1024 on the CPU, where small cache-resident batches measured faster (bench P4).
@@ -144,21 +156,21 @@ class ManagedModel:
     ) -> None:
         if max_length < 1:
             raise ConfigError(f"max_length must be >= 1, got {max_length}")
-        if truncation_side not in ("left", "right"):
-            raise ConfigError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}")
+        if truncation_side not in ("left", "right", "ends"):
+            raise ConfigError(f"truncation_side must be 'ends', 'left' or 'right', got {truncation_side!r}")
         if padding_side not in (None, "left", "right"):
             raise ConfigError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}")
         plan_micro_batches([], 1 if token_budget is None else token_budget, max_batch_size)  # validates both
         self.checkpoint = Checkpoint.open(path)  # fails early on a missing or pickle-only checkpoint
-        self.device = resolve_device(device)
-        if token_budget is None:
-            token_budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else DEVICE_TOKEN_BUDGET
-        self.dtype = resolve_dtype(dtype, self.device)
+        # An explicit device is validated now; the default one is resolved on first use, because a trainer
+        # usually builds its rewards before it binds each rank to its GPU (torch.cuda.set_device(local_rank)).
+        self._device = None if device is None else resolve_device(device)
+        self._dtype = None if dtype is None else resolve_dtype(dtype, None)
+        self._token_budget = None if token_budget is None else int(token_budget)
         self.offload_mode = OffloadMode.parse(offload)
         self.max_length = int(max_length)
         self.truncation_side = truncation_side
         self.padding_side = padding_side
-        self.token_budget = int(token_budget)
         self.max_batch_size = max_batch_size
         self.trust_remote_code = bool(trust_remote_code)
         self.allow_missing_weights = bool(allow_missing_weights)
@@ -172,8 +184,35 @@ class ManagedModel:
         self._store: WeightStore | None = None
         self._accepts_position_ids = False
         self._accepts_token_types = False
+        self._pad_filler = 0
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def device(self) -> Any:
+        """The compute device: as given, else resolved on first use (this rank's GPU, else the CPU)."""
+        if self._device is None:
+            self._device = resolve_device(None)
+        return self._device
+
+    @property
+    def dtype(self) -> Any:
+        """The weight dtype: as given, else bf16 on a GPU and fp32 on the CPU (see ``resolve_dtype``)."""
+        if self._dtype is None:
+            self._dtype = resolve_dtype(None, self.device)
+        return self._dtype
+
+    @property
+    def token_budget(self) -> int:
+        """Most padded tokens per micro-batch: as given, else 8192 on an accelerator and 1024 on the CPU."""
+        if self._token_budget is not None:
+            return self._token_budget
+        return CPU_TOKEN_BUDGET if self.device.type == "cpu" else DEVICE_TOKEN_BUDGET
+
+    @property
+    def held(self) -> bool:
+        """True while a caller keeps the model on the device with :meth:`onloaded`."""
+        return self._holds > 0
 
     @property
     def state(self) -> ModelState:
@@ -281,7 +320,10 @@ class ManagedModel:
     def _load_locked(self) -> None:
         import inspect
 
-        model, tokenizer, missing = self._load()
+        try:
+            model, tokenizer, missing = self._load()
+        except (OSError, *safetensors_errors()) as exc:
+            raise ModelError(f"cannot read the checkpoint in {str(self.checkpoint.directory)!r}: {exc}") from exc
         if missing and not self.allow_missing_weights:
             raise ModelError(
                 f"{str(self.checkpoint.directory)!r} lacks weights the model needs ({', '.join(sorted(missing))}); "
@@ -302,15 +344,25 @@ class ManagedModel:
             self.max_length = positions
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = tokenizer.pad_token_id  # sequence classifiers find the last token with it
-        tokenizer.truncation_side = self.truncation_side
+        if self.truncation_side in ("left", "right"):
+            tokenizer.truncation_side = self.truncation_side
         if self.padding_side is not None:
             tokenizer.padding_side = self.padding_side
+        # What fills padded positions: masked out, so any id the embedding holds will do; the tokenizer's pad id
+        # unless the tokenizer added it past the model's vocabulary (then the embedding lookup would fail).
+        vocab = model.get_input_embeddings().num_embeddings if model.get_input_embeddings() is not None else None
+        self._pad_filler = int(tokenizer.pad_token_id)
+        if vocab is not None and not 0 <= self._pad_filler < vocab:
+            self._pad_filler = 0
         accepted = inspect.signature(model.forward).parameters
         self._accepts_position_ids = "position_ids" in accepted
         self._accepts_token_types = "token_type_ids" in accepted
         self._model, self._tokenizer = model, tokenizer
         self._after_load()
-        self._store = WeightStore(model, self.offload_mode, self.device, self.checkpoint.files)
+        try:
+            self._store = WeightStore(model, self.offload_mode, self.device, self.checkpoint.files)
+        except (OSError, *safetensors_errors()) as exc:
+            raise ModelError(f"cannot read the checkpoint in {str(self.checkpoint.directory)!r}: {exc}") from exc
         self._state = ModelState.ONLOADED if self.offload_mode is OffloadMode.NONE else ModelState.OFFLOADED
         self.load_count += 1
 
@@ -325,7 +377,10 @@ class ManagedModel:
                 self._load_locked()
             loaded = time.perf_counter()
             before = device_memory(self.device)
-            self.onload()
+            try:
+                self.onload()
+            except (OSError, *safetensors_errors()) as exc:  # release mode re-reads the file
+                raise ModelError(f"cannot read the checkpoint in {str(self.checkpoint.directory)!r}: {exc}") from exc
             onloaded = time.perf_counter()
             resident = device_memory(self.device)
             try:
@@ -350,6 +405,9 @@ class ManagedModel:
                     device_memory_before=before,
                     device_memory_onloaded=resident,
                     device_memory_after=device_memory(self.device),
+                    prefix_sharing=stats.get("prefix_sharing", "off"),
+                    shared_groups=stats.get("shared_groups", 0),
+                    shared_tokens=stats.get("shared_tokens", 0),
                 )
 
     def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, **kwargs: Any) -> Encoded:
@@ -373,47 +431,61 @@ class ManagedModel:
         return Encoded(ids, types, len(long))
 
     def _forward_batches(
-        self, encoded: Encoded, forward: Callable[[dict[str, Any]], Any], stats: dict[str, Any]
+        self, encoded: Encoded, forward: Callable[[dict[str, Any], Any], Any], stats: dict[str, Any]
     ) -> list[Any]:
-        """Run ``forward(inputs) -> tensor[batch, ...]`` over token-budget micro-batches; rows in input order.
+        """Run ``forward(inputs, read) -> tensor[batch, ...]`` over token-budget micro-batches; rows in input order.
+
+        ``read`` holds, per row, the column of the padded batch where that sequence's score is read: its
+        ``read_at`` token (default the last real one), found from the lengths and the padding side, never by
+        searching for a pad id (which is also a real token when a tokenizer pads with EOS).
 
         Identical token sequences are computed once: a GRPO group often holds several identical completions
         (short final answers especially), and a frozen model gives them the same score anyway.
         """
-        torch = import_torch()
-        first: dict[tuple[tuple[int, ...], tuple[int, ...] | None], int] = {}
-        source: list[int] = []  # for each input, the index of the first identical one
-        for i, seq in enumerate(encoded.input_ids):
-            types = encoded.token_type_ids[i] if encoded.token_type_ids is not None else None
-            key = (tuple(seq), None if types is None else tuple(types))
-            source.append(first.setdefault(key, i))
-        unique = sorted(first.values())
-        lengths = [len(encoded.input_ids[i]) for i in unique]
-        plan = plan_micro_batches(lengths, self.token_budget, self.max_batch_size)
-        stats["plan"], stats["truncated"] = plan, encoded.truncated
+        unique, source, encoded = _dedupe(encoded)
+        stats["truncated"] = encoded.truncated
         stats["duplicates"] = len(source) - len(unique)
-        encoded = Encoded(
-            [encoded.input_ids[i] for i in unique],
-            None if encoded.token_type_ids is None else [encoded.token_type_ids[i] for i in unique],
-            encoded.truncated,
-        )
+        out = self._forward_unique(encoded, forward, stats)
+        position = {original: k for k, original in enumerate(unique)}
+        return [out[position[src]] for src in source]
+
+    def _forward_unique(
+        self, encoded: Encoded, forward: Callable[[dict[str, Any], Any], Any], stats: dict[str, Any]
+    ) -> list[Any]:
+        """The padded micro-batch path over distinct sequences (a subclass may route some of them elsewhere)."""
+        return self._padded_batches(encoded, list(range(len(encoded.input_ids))), forward, stats)
+
+    def _padded_batches(
+        self,
+        encoded: Encoded,
+        indices: list[int],
+        forward: Callable[[dict[str, Any], Any], Any],
+        stats: dict[str, Any],
+    ) -> list[Any]:
+        """Score ``encoded`` rows ``indices`` in sorted, padded micro-batches; returns a list over all rows."""
+        torch = import_torch()
+        lengths = [len(encoded.input_ids[i]) for i in indices]
+        plan = plan_micro_batches(lengths, self.token_budget, self.max_batch_size)
+        stats["plan"] = _merge_plans(stats.get("plan"), plan)
         left = self._tokenizer.padding_side == "left"
-        pad_id = self._tokenizer.pad_token_id
-        out: list[Any] = [None] * len(lengths)
-        with torch.inference_mode():
+        pad_id = self._pad_filler
+        with_types = encoded.token_type_ids is not None and self._accepts_token_types
+        out: list[Any] = [None] * len(encoded.input_ids)
+        with torch.inference_mode(), _as_model_error("forward pass"):
             for batch in plan.batches:
                 width = lengths[batch[0]]
                 ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
-                with_types = encoded.token_type_ids is not None and self._accepts_token_types
                 types = torch.zeros_like(ids) if with_types else None
-                for row, i in enumerate(batch):
-                    n = lengths[i]
-                    cols = slice(width - n, width) if left else slice(0, n)
-                    ids[row, cols] = torch.tensor(encoded.input_ids[i], dtype=torch.long)
-                    mask[row, cols] = 1
+                read = torch.zeros(len(batch), dtype=torch.long)
+                for row, j in enumerate(batch):
+                    i, n = indices[j], lengths[j]
+                    start = width - n if left else 0
+                    ids[row, start : start + n] = torch.tensor(encoded.input_ids[i], dtype=torch.long)
+                    mask[row, start : start + n] = 1
                     if types is not None:
-                        types[row, cols] = torch.tensor(encoded.token_type_ids[i], dtype=torch.long)  # type: ignore[index]
+                        types[row, start : start + n] = torch.tensor(encoded.token_type_ids[i], dtype=torch.long)  # type: ignore[index]
+                    read[row] = start + (encoded.read_at[i] if encoded.read_at is not None else n - 1)
                 inputs = {"input_ids": ids, "attention_mask": mask}
                 if types is not None:
                     inputs["token_type_ids"] = types
@@ -421,8 +493,55 @@ class ManagedModel:
                     # absolute-position models must see each sequence start at position 0, padding or not
                     inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
                 inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
-                rows = forward(inputs).float().cpu()
-                for row, i in enumerate(batch):
-                    out[i] = rows[row]
-        position = {original: k for k, original in enumerate(unique)}
-        return [out[position[src]] for src in source]
+                rows = forward(inputs, read.to(self.device)).float().cpu()
+                for row, j in enumerate(batch):
+                    out[indices[j]] = rows[row]
+        return out
+
+
+def _dedupe(encoded: Encoded) -> tuple[list[int], list[int], Encoded]:
+    """``(unique, source, encoded_unique)``: the first index of each distinct sequence, and for each input the
+    index of its first twin; ``encoded_unique`` keeps only the distinct ones, in order."""
+    first: dict[tuple[tuple[int, ...], tuple[int, ...] | None, int | None], int] = {}
+    source: list[int] = []
+    for i, seq in enumerate(encoded.input_ids):
+        types = encoded.token_type_ids[i] if encoded.token_type_ids is not None else None
+        read = encoded.read_at[i] if encoded.read_at is not None else None
+        key = (tuple(seq), None if types is None else tuple(types), read)
+        source.append(first.setdefault(key, i))
+    unique = sorted(first.values())
+
+    def pick(values: list[Any] | None) -> list[Any] | None:
+        return None if values is None else [values[i] for i in unique]
+
+    kept = Encoded(
+        [encoded.input_ids[i] for i in unique],
+        pick(encoded.token_type_ids),
+        encoded.truncated,
+        pick(encoded.read_at),
+        pick(encoded.prompt_lengths),
+    )
+    return unique, source, kept
+
+
+def _merge_plans(previous: MicroBatchPlan | None, plan: MicroBatchPlan) -> MicroBatchPlan:
+    """The accounting of two plans run in one call (batches are not comparable indices across plans)."""
+    if previous is None:
+        return plan
+    return MicroBatchPlan(
+        previous.batches + plan.batches,
+        previous.real_tokens + plan.real_tokens,
+        previous.padded_tokens + plan.padded_tokens,
+    )
+
+
+@contextmanager
+def _as_model_error(what: str) -> Iterator[None]:
+    """Torch's errors in a forward pass (shape mismatch, out of memory) become :class:`ModelError`.
+
+    ``KeyboardInterrupt`` and ``SystemExit`` derive from ``BaseException`` and pass through untouched.
+    """
+    try:
+        yield
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise ModelError(f"{what} failed: {type(exc).__name__}: {exc}") from exc

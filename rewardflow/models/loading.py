@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -31,8 +32,10 @@ __all__ = [
     "import_transformers",
     "load_pretrained",
     "load_tokenizer",
+    "rank_cuda_index",
     "resolve_device",
     "resolve_dtype",
+    "safetensors_errors",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,17 +122,35 @@ def _index_files(directory: Path, index: Path) -> tuple[Path, ...]:
     return tuple(files)
 
 
+def rank_cuda_index() -> int:
+    """This process's GPU: the current CUDA device if the trainer bound one, else ``LOCAL_RANK``, else 0.
+
+    torchrun, DeepSpeed, Ray Train and accelerate set ``LOCAL_RANK`` per process; a trainer that calls
+    ``torch.cuda.set_device`` makes its choice the current device. Without either, every rank of a multi-GPU node
+    would land on ``cuda:0``. A ``LOCAL_RANK`` beyond the visible devices (one GPU per process through
+    ``CUDA_VISIBLE_DEVICES``) means the process sees only its own GPU: the current one.
+    """
+    torch = import_torch()
+    current = int(torch.cuda.current_device())
+    if current != 0:
+        return current
+    local = os.environ.get("LOCAL_RANK", "").strip()
+    if local.isdigit() and int(local) < torch.cuda.device_count():
+        return int(local)
+    return current
+
+
 def resolve_device(device: Any) -> Any:
-    """The compute device: as given, else the current CUDA device when one exists, else the CPU."""
+    """The compute device: as given, else this rank's CUDA device (:func:`rank_cuda_index`), else the CPU."""
     torch = import_torch()
     if device is None:
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        return torch.device("cuda", rank_cuda_index()) if torch.cuda.is_available() else torch.device("cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"bad device {device!r}: {exc}") from exc
     if resolved.type == "cuda" and resolved.index is None and torch.cuda.is_available():
-        resolved = torch.device("cuda", torch.cuda.current_device())
+        resolved = torch.device("cuda", rank_cuda_index())
     return resolved
 
 
@@ -144,7 +165,7 @@ def resolve_dtype(dtype: Any, device: Any) -> Any:
     """
     torch = import_torch()
     if dtype is None:
-        if device.type == "cuda":
+        if device is not None and device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if dtype == "auto" or isinstance(dtype, torch.dtype):
@@ -153,6 +174,16 @@ def resolve_dtype(dtype: Any, device: Any) -> Any:
     if name is None:
         raise ConfigError(f"bad dtype {dtype!r}; use float32, bfloat16, float16 or auto")
     return getattr(torch, name)
+
+
+def safetensors_errors() -> tuple[type[BaseException], ...]:
+    """The error safetensors raises on a damaged file (``SafetensorError``: truncated, bad header); it derives
+    from ``Exception`` only, so it must be named to be converted to :class:`ModelError`."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:
+        return ()
+    return (SafetensorError,)
 
 
 def dtype_kwarg(transformers: ModuleType) -> str:
@@ -183,7 +214,7 @@ def load_pretrained(
             **{dtype_kwarg(transformers): dtype},
             **kwargs,
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, *safetensors_errors()) as exc:
         raise ModelError(f"cannot load the model in {str(checkpoint.directory)!r}: {exc}") from exc
     model.eval()
     model.requires_grad_(False)

@@ -6,11 +6,16 @@ trainers use for the frozen reference model). So :class:`RewardModel` is a ``bat
 once with every prompt and completion of the batch; one call loads the model on first use (thread-safe), puts it
 on the device, scores in token-budget micro-batches and offloads it (:mod:`rewardflow.models.base`).
 
-Three kinds of heads:
+Three kinds of heads, all read at a position rewardflow computes from each sequence's own tokens (never by
+searching the padded batch for a pad id, which goes wrong when a tokenizer pads with EOS and the text ends with
+EOS, as chat templates do):
 
-* ``seq-cls``: ``AutoModelForSequenceClassification`` (the model pools its last non-padding token itself);
-* ``token-cls``: ``AutoModelForTokenClassification``, read at the last non-padding token of each sequence, which
-  is how AReaL's reward models are scored;
+* ``seq-cls``: ``AutoModelForSequenceClassification``. Decoder classifiers (Llama, Mistral, Qwen2, GPT-2...)
+  run as base model + linear ``score`` head, read where the model reads an unpadded sequence alone: the last
+  token (or, if the checkpoint's saved config names a pad id, the last token that is not it). Encoder
+  classifiers (BERT-style, pooled ``[CLS]``) run whole;
+* ``token-cls``: ``AutoModelForTokenClassification``, read at the last token of each sequence, which is how
+  AReaL's reward models are scored;
 * ``value-head``: a base model (``AutoModel``) plus a linear value head stored under its own name in the same
   safetensors file, read at the last non-padding token: OpenRLHF's reward models (``value_head``, or ``score``
   in recent versions; ``normalize=True`` applies the ``mean``/``std`` saved in their config, as OpenRLHF's
@@ -21,6 +26,19 @@ The score is one logit (``score_index`` or the label name ``score_label``), opti
 softmax over the labels. Inputs are rebuilt with the reward model's chat template when it has one
 (:mod:`rewardflow.models.templates`), else scored as ``(prompt, completion)`` text pairs, as cross-encoders are
 trained.
+
+What the model reads is decided the way its trainer fed it:
+
+* ``eos``: ``"append"`` (OpenRLHF's reward datasets: strip trailing newlines, append `` <eos>`` unless the text
+  already ends with EOS; so on Qwen's template the read is at ``<|im_end|>``, not at the newline after it),
+  ``"as-is"`` (the template's rendering unchanged: TRL's ``RewardTrainer`` on conversational data, AReaL), or
+  ``"strip"`` (trailing EOS and whitespace removed: the read falls on the completion's last token).
+  ``"auto"`` (default): ``"append"`` for OpenRLHF value heads, ``"as-is"`` otherwise;
+* truncation to ``max_length`` keeps both ends (:mod:`rewardflow.models.truncation`): BOS, the template and the
+  final tokens stay, the prompt's content is cut first, then the completion's middle;
+* GRPO groups (samples with the same prompt) run the shared prompt once and their completions against its KV
+  cache, on causal models (:mod:`rewardflow.models.prefix`); ``ScoreReport.prefix_sharing`` says whether it ran
+  and, if not, why.
 
 Security: the checkpoint path comes from the constructor or the spec's ``params`` only; the call signature takes
 ``prompts`` and ``completions`` and nothing else, so no dataset column can reach the loader. Safetensors only,
@@ -34,9 +52,12 @@ from pathlib import Path
 from typing import Any
 
 from rewardflow.errors import ConfigError, InputError, ModelError
-from rewardflow.models.base import Encoded, ManagedModel
+from rewardflow.models.base import Encoded, ManagedModel, _as_model_error
+from rewardflow.models.batching import MicroBatchPlan
 from rewardflow.models.loading import import_torch, import_transformers, load_pretrained, load_tokenizer
+from rewardflow.models.prefix import MIN_SHARED, forward_group, plan_groups, sharing_blocker
 from rewardflow.models.templates import ChatTemplate
+from rewardflow.models.truncation import COMPLETION, FIXED, PROMPT, keep_ends
 from rewardflow.models.weights import OffloadMode
 from rewardflow.reward import Kind, RewardOptions
 from rewardflow.types import Sample
@@ -53,6 +74,9 @@ _HEADS = {
 #: Where value heads live in the checkpoints of the trainers that write them (tried in this order).
 VALUE_HEAD_NAMES = ("value_head", "v_head.summary", "score")
 _TRANSFORMS = (None, "sigmoid", "softmax")
+_EOS = ("auto", "append", "as-is", "strip")
+#: Value heads saved by OpenRLHF (``value_head``, ``score``): its reward models were trained with ``eos="append"``.
+_OPENRLHF_HEADS = ("value_head", "score")
 
 
 class RewardModel(ManagedModel):
@@ -73,8 +97,12 @@ class RewardModel(ManagedModel):
             in the checkpoint's config (OpenRLHF's reward normalization).
         policy_tokenizer: local directory of the policy's tokenizer, when its chat template rendered the prompts
             and differs from the reward model's: prompts are stripped of it and re-rendered.
+        eos: ``"auto"``, ``"append"``, ``"as-is"`` or ``"strip"``: how the end of the text is prepared (module
+            docstring); match it to how the reward model was trained.
+        share_prefix: run a group's shared prompt once (causal models; scores are unchanged, to float error).
+        truncation_side: ``"ends"`` (default: keep both ends), ``"left"`` or ``"right"`` (plain cuts).
         timeout: default engine timeout for one batch call, in seconds (the spec's ``timeout`` overrides it).
-        **options: device, dtype, offload, max_length, truncation_side, padding_side, token_budget,
+        **options: device, dtype, offload, max_length, padding_side, token_budget,
             max_batch_size, trust_remote_code, allow_missing_weights (see :class:`ManagedModel`).
     """
 
@@ -92,12 +120,14 @@ class RewardModel(ManagedModel):
         value_head: str | None = None,
         normalize: bool = False,
         policy_tokenizer: str | None = None,
+        eos: str = "auto",
+        share_prefix: bool = True,
         timeout: float | None = 600.0,
         device: Any = None,
         dtype: Any = None,
         offload: str | OffloadMode = OffloadMode.CPU,
         max_length: int = 2048,
-        truncation_side: str = "left",
+        truncation_side: str = "ends",
         padding_side: str | None = None,
         token_budget: int | None = None,
         max_batch_size: int | None = None,
@@ -114,6 +144,10 @@ class RewardModel(ManagedModel):
             raise ConfigError(f"num_labels must be >= 1, got {num_labels}")
         if (value_head is not None or normalize) and _HEADS.get(head) != "value-head":
             raise ConfigError("value_head and normalize apply to head='value-head' only")
+        if eos not in _EOS:
+            raise ConfigError(f"bad eos policy {eos!r}; use 'auto', 'append', 'as-is' or 'strip'")
+        if truncation_side not in ("ends", "left", "right"):
+            raise ConfigError(f"truncation_side must be 'ends', 'left' or 'right', got {truncation_side!r}")
         if policy_tokenizer is not None and not Path(policy_tokenizer).expanduser().is_dir():
             raise ModelError(f"policy_tokenizer {policy_tokenizer!r} is not a local directory")
         super().__init__(
@@ -137,6 +171,15 @@ class RewardModel(ManagedModel):
         self.value_head = value_head
         self.normalize = bool(normalize)
         self.policy_tokenizer = policy_tokenizer
+        self.eos = eos
+        self.share_prefix = bool(share_prefix)
+        self._eos = eos  # resolved at load ("auto" -> "append" or "as-is")
+        self._saved_pad_id: int | None = None  # the checkpoint's own config.pad_token_id, before any fallback
+        self._value_head_name: str | None = None
+        self._base: Any = None  # base model + linear head, when the head can be read at a chosen position
+        self._linear: Any = None
+        self._base_takes_cache = False
+        self._blocker: str | None = None  # why prefix sharing cannot run ("" = it can), measured once
         self.__rewardflow__ = RewardOptions(name="reward_model", kind=Kind.BATCH, timeout=timeout)
         self._index = 0
         self._head: Any = None  # the value head module (head="value-head")
@@ -190,6 +233,12 @@ class RewardModel(ManagedModel):
             return self._template.render(prompts, completions)
         return [(self._template.user_message(p), c) for p, c in zip(prompts, completions, strict=True)]
 
+    def encode(self, prompts: Sequence[str], completions: Sequence[str]) -> list[list[int]]:
+        """The token ids the model reads for each sample: re-templated, eos policy applied, truncated."""
+        with self._lock:
+            self.load()
+            return self._encode_pairs(prompts, completions).input_ids
+
     @property
     def retemplates(self) -> bool:
         """True when prompts rendered with a different policy chat template are re-rendered with the model's."""
@@ -211,6 +260,7 @@ class RewardModel(ManagedModel):
         model, missing = load_pretrained(
             autos[self.head], self.checkpoint, dtype=self.dtype, trust_remote_code=self.trust_remote_code, **extra
         )
+        self._saved_pad_id = getattr(model.config, "pad_token_id", None)
         if self.head == "value-head":
             self._head = self._attach_value_head(model)
         return model, tokenizer, missing
@@ -240,6 +290,7 @@ class RewardModel(ManagedModel):
             with safe_open(str(tensors[key]), framework="pt") as handle:
                 return handle.get_tensor(key)
 
+        self._value_head_name = name
         weight = read(f"{name}.weight")
         if weight.dim() == 1:
             weight = weight.unsqueeze(0)
@@ -300,33 +351,262 @@ class RewardModel(ManagedModel):
         if self.policy_tokenizer is not None:
             policy = load_tokenizer(self.policy_tokenizer, trust_remote_code=self.trust_remote_code)
         self._template = ChatTemplate(self._tokenizer, policy)
+        eos = self.eos
+        if eos == "auto":
+            eos = "append" if self._value_head_name in _OPENRLHF_HEADS else "as-is"
+        if eos != "as-is" and (self._tokenizer.eos_token is None or self._tokenizer.eos_token_id is None):
+            raise ModelError(f"eos={eos!r} needs an EOS token, and the tokenizer has none; use eos='as-is'")
+        self._eos = eos
+        if self.head == "value-head":
+            self._base, self._linear = self._model, self._head
+        else:
+            self._base, self._linear = _split(self._model, self.head)
+        if self._base is not None:
+            import inspect
+
+            accepted = inspect.signature(self._base.forward).parameters
+            self._accepts_position_ids = "position_ids" in accepted
+            self._accepts_token_types = "token_type_ids" in accepted
+            self._base_takes_cache = "use_cache" in accepted
+        self._blocker = None
 
     def _encode_pairs(self, prompts: Sequence[str], completions: Sequence[str]) -> Encoded:
-        inputs = self.inputs(prompts, completions)
-        if self._template is not None and self._template.has_template:
-            return self._encode(inputs, add_special_tokens=False)  # the template places the special tokens
-        return self._encode([p for p, _ in inputs], [c for _, c in inputs])
-
-    def _forward(self, inputs: dict[str, Any]) -> Any:
-        if self.head == "value-head":
-            hidden = self._model(**inputs).last_hidden_state
-            logits = self._head(self._at_last_token(hidden, inputs["attention_mask"]))
-            logits = (logits.float() - self._shift) / self._scale
+        """Token ids with per-token labels, the eos policy applied, truncated keeping the ends, and read positions."""
+        tok = self._tokenizer
+        assert self._template is not None
+        seqs: list[list[int]] = []
+        labels: list[list[int]] = []
+        types: list[list[int]] | None = None
+        prompt_lengths: list[int] | None = [] if tok.is_fast else None
+        if self._template.has_template:
+            texts, spans = [], []
+            for rendered in self._template.render_spans(prompts, completions):
+                text = self._eos_text(rendered.text)
+                texts.append(text)
+                spans.append((rendered.user, rendered.completion))
+            enc = tok(texts, add_special_tokens=False, verbose=False, return_offsets_mapping=tok.is_fast)
+            for k, ids in enumerate(enc["input_ids"]):
+                seqs.append(list(ids))
+                if not tok.is_fast:
+                    labels.append(_fallback_labels(len(ids)))
+                    continue
+                offsets = enc["offset_mapping"][k]
+                user, completion = spans[k]
+                labels.append([_label(a, b, user, completion) for a, b in offsets])
+                cut = user[1] if user is not None else -1  # the group key: the tokens up to the user message's end
+                prompt_lengths.append(sum(1 for _, b in offsets if b <= cut) if cut >= 0 else 0)  # type: ignore[union-attr]
         else:
-            logits = self._model(**inputs).logits
-            if self.head == "token-cls":
-                logits = self._at_last_token(logits, inputs["attention_mask"])
+            users = [self._template.user_message(p) for p in prompts]
+            enc = tok(users, list(completions), verbose=False)
+            types = enc.get("token_type_ids")
+            for k, ids in enumerate(enc["input_ids"]):
+                ids = list(ids)
+                if tok.is_fast:
+                    where = enc.sequence_ids(k)
+                    labels.append([FIXED if w is None else (PROMPT if w == 0 else COMPLETION) for w in where])
+                    prompt_lengths.append(next((j for j, w in enumerate(where) if w == 1), len(ids)))  # type: ignore[union-attr]
+                else:
+                    labels.append(_fallback_labels(len(ids)))
+                seqs.append(self._eos_ids(ids, labels[-1], None if types is None else types[k]))
+        truncated = 0
+        for k, ids in enumerate(seqs):
+            if not ids:
+                raise InputError(
+                    f"sample {k} has no tokens to score (empty prompt and completion, and the tokenizer adds no "
+                    "special tokens); give it some text or filter it out"
+                )
+            if len(ids) <= self.max_length:
+                continue
+            truncated += 1
+            keep = self._keep(labels[k])
+            seqs[k] = [ids[j] for j in keep]
+            if types is not None:
+                types[k] = [types[k][j] for j in keep]
+            if prompt_lengths is not None:
+                prompt_lengths[k] = sum(1 for j in keep if j < prompt_lengths[k])
+        read_at = [self._read_position(ids) for ids in seqs]
+        return Encoded(seqs, types, truncated, read_at, prompt_lengths)
+
+    def _keep(self, labels: list[int]) -> list[int]:
+        n, m = len(labels), self.max_length
+        if self.truncation_side == "left":
+            return list(range(n - m, n))
+        if self.truncation_side == "right":
+            return list(range(m))
+        return keep_ends(labels, m)
+
+    def _eos_text(self, text: str) -> str:
+        """Apply the eos policy to a rendered conversation (text level, as OpenRLHF does)."""
+        eos = self._tokenizer.eos_token
+        if self._eos == "append":
+            text = text.rstrip("\n")
+            return text if text.endswith(eos) else f"{text} {eos}"
+        if self._eos == "strip":
+            text = text.rstrip()
+            while text.endswith(eos):
+                text = text[: -len(eos)].rstrip()
+        return text
+
+    def _eos_ids(self, ids: list[int], labels: list[int], types: list[int] | None) -> list[int]:
+        """Apply the eos policy to a text pair's token ids (``labels``/``types`` follow in place)."""
+        eos_id = self._tokenizer.eos_token_id
+        if self._eos == "append" and (not ids or ids[-1] != eos_id):
+            ids.append(eos_id)
+            labels.append(FIXED)
+            if types is not None:
+                types.append(types[-1] if types else 0)
+        elif self._eos == "strip":
+            while ids and ids[-1] == eos_id:
+                ids.pop()
+                labels.pop()
+                if types is not None:
+                    types.pop()
+        return ids
+
+    def _read_position(self, ids: list[int]) -> int:
+        """The index whose output is the score: the last token, as the model reads a lone unpadded sequence.
+
+        A sequence classifier whose *saved* config names a pad id skips trailing tokens equal to it even in a
+        batch of one (transformers' rule, and so the rule it was trained under); the search runs over this
+        sequence's own tokens only, never over padding. Without a saved pad id (Llama-3, Mistral, GPT-2 style
+        checkpoints) the last token is read, EOS included.
+        """
+        if self.head != "seq-cls" or self._saved_pad_id is None:
+            return len(ids) - 1
+        for j in range(len(ids) - 1, -1, -1):
+            if ids[j] != self._saved_pad_id:
+                return j
+        return 0  # all padding ids: transformers' argmax over an all-false mask gives position 0
+
+    # ------------------------------------------------------------------ forward passes
+
+    def _forward(self, inputs: dict[str, Any], read: Any) -> Any:
+        torch = import_torch()
+        rows = torch.arange(read.shape[0], device=read.device)
+        if self._base is not None:
+            if self._base_takes_cache:
+                inputs = {**inputs, "use_cache": False}
+            hidden = self._base(**inputs).last_hidden_state
+            return self._finish(self._linear(hidden[rows, read]))
+        logits = self._model(**inputs).logits
+        if logits.dim() == 3:  # per-token outputs
+            logits = logits[rows, read]
+        return self._finish(logits)
+
+    def _finish(self, logits: Any) -> Any:
         logits = logits.float()
+        if self.head == "value-head":
+            logits = (logits - self._shift) / self._scale
         if self.transform == "sigmoid":
             logits = logits.sigmoid()
         elif self.transform == "softmax":
             logits = logits.softmax(-1)
         return logits[:, self._index]
 
-    @staticmethod
-    def _at_last_token(values: Any, mask: Any) -> Any:
-        """``values[b, t]`` at each row's last attended position, whichever side the padding is on."""
+    def _forward_unique(self, encoded: Encoded, forward: Any, stats: dict[str, Any]) -> list[Any]:
+        """Groups that share a prompt prefix run it once (:mod:`rewardflow.models.prefix`); the rest are padded."""
         torch = import_torch()
-        positions = torch.arange(mask.shape[1], device=mask.device)
-        last = (positions * mask).argmax(-1)
-        return values[torch.arange(values.shape[0], device=values.device), last]
+        reason = self._sharing_off(encoded, probe=False)
+        groups = []
+        if reason is None:
+            groups = plan_groups(encoded.input_ids, encoded.prompt_lengths or [], encoded.read_at)
+        if reason is None and not groups:
+            reason = f"no samples share a prompt prefix of at least {MIN_SHARED} tokens"
+        if groups:
+            reason = self._sharing_off(encoded, probe=True)  # measured once, only when there is something to share
+            groups = groups if reason is None else []
+        stats["prefix_sharing"] = "on" if reason is None else f"off: {reason}"
+        if not groups:
+            return super()._forward_unique(encoded, forward, stats)
+        assert encoded.read_at is not None
+        out: list[Any] = [None] * len(encoded.input_ids)
+        real = padded = passes = 0
+        budget = self.token_budget
+        with torch.inference_mode(), _as_model_error("forward pass"):
+            for group in groups:
+                suffixes = [encoded.input_ids[r][group.prefix :] for r in group.rows]
+                longest = max(len(x) for x in suffixes)
+                chunk = max(1, min(budget // longest, self.max_batch_size or len(suffixes)))
+                states, runs = forward_group(
+                    self._base,
+                    encoded.input_ids[group.rows[0]][: group.prefix],
+                    suffixes,
+                    [encoded.read_at[r] - group.prefix for r in group.rows],
+                    pad_id=self._pad_filler,
+                    device=self.device,
+                    chunk=chunk,
+                )
+                scores = self._finish(self._linear(states)).cpu()
+                for row, r in enumerate(group.rows):
+                    out[r] = scores[row]
+                passes += runs
+                real += group.prefix + sum(len(x) for x in suffixes)
+                padded += group.prefix + sum(
+                    min(chunk, len(suffixes) - c) * max(len(x) for x in suffixes[c : c + chunk])
+                    for c in range(0, len(suffixes), chunk)
+                )
+        stats["shared_groups"] = len(groups)
+        stats["shared_tokens"] = sum(g.prefix * (len(g.rows) - 1) for g in groups)
+        stats["plan"] = MicroBatchPlan(tuple(() for _ in range(passes)), real, padded)
+        shared = {r for g in groups for r in g.rows}
+        rest = [i for i in range(len(encoded.input_ids)) if i not in shared]
+        if rest:
+            rows = self._padded_batches(encoded, rest, forward, stats)
+            for i in rest:
+                out[i] = rows[i]
+        return out
+
+    def _sharing_off(self, encoded: Encoded, *, probe: bool) -> str | None:
+        """Why prefix sharing cannot run on this call, or ``None`` (``probe``: also measure the model once)."""
+        if not self.share_prefix:
+            return "disabled (share_prefix=False)"
+        if self._base is None:  # an encoder classifier, usually: say so when the probe can tell
+            if self._blocker is None:
+                base = getattr(self._model, "base_model", None)
+                found = sharing_blocker(base, self.device, len(self._tokenizer)) if base is not None else None
+                self._blocker = found or "this head is read from the whole model's output, not from a base model"
+            return self._blocker
+        if encoded.token_type_ids is not None:
+            return "the inputs carry token type ids (a text-pair encoder)"
+        if encoded.prompt_lengths is None:
+            return "prompt boundaries are unknown (a slow tokenizer gives no offsets)"
+        if not probe:
+            return None
+        if self._blocker is None:
+            self._blocker = sharing_blocker(self._base, self.device, len(self._tokenizer)) or ""
+        return self._blocker or None
+
+
+def _label(start: int, end: int, user: tuple[int, int] | None, completion: tuple[int, int] | None) -> int:
+    """A token's origin from its character span: inside the user message, inside the completion, or template."""
+    if end <= start:
+        return FIXED
+    if user is not None and user[0] <= start and end <= user[1]:
+        return PROMPT
+    if completion is not None and completion[0] <= start and end <= completion[1]:
+        return COMPLETION
+    return FIXED
+
+
+def _fallback_labels(n: int) -> list[int]:
+    """Without offsets: the first and last two tokens are kept, the middle is content."""
+    return [FIXED if j == 0 or j >= n - 2 else COMPLETION for j in range(n)]
+
+
+def _split(model: Any, head: str) -> tuple[Any, Any] | tuple[None, None]:
+    """``(base model, linear head)`` when the head is a linear layer applied to the base's hidden states.
+
+    Decoder sequence classifiers (Llama, Mistral, Qwen2, GPT-2...) and token classifiers are built that way;
+    running the two parts lets rewardflow read the hidden state at the position it chooses instead of the one
+    transformers' pad-id search finds. Encoder sequence classifiers (BERT-style, pooled ``[CLS]``) are run whole.
+    """
+    torch = import_torch()
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        return None, None
+    linear = getattr(model, "score", None)
+    if linear is None and head == "token-cls":
+        linear = getattr(model, "classifier", None)
+    if isinstance(linear, torch.nn.Linear):
+        return base, linear
+    return None, None

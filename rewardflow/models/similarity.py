@@ -134,7 +134,7 @@ class SimilarityReward(ManagedModel):
         )
         return model, tokenizer, missing
 
-    def _pool(self, inputs: dict[str, Any]) -> Any:
+    def _pool(self, inputs: dict[str, Any], read: Any = None) -> Any:
         torch = import_torch()
         states = self._model(**inputs).last_hidden_state.float()
         if self.pooling == "cls":

@@ -21,11 +21,12 @@ Templates whose rendering depends on the date (some Llama 3 ones) are matched ag
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rewardflow.errors import ModelError
 
-__all__ = ["ChatTemplate"]
+__all__ = ["ChatTemplate", "Rendered"]
 
 _SENTINEL = "\ue000rewardflow-user-message\ue001"
 
@@ -99,13 +100,34 @@ class ChatTemplate:
 
     def render(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
         """The reward model's rendering of each ``[user, assistant]`` conversation."""
+        return [r.text for r in self.render_spans(prompts, completions)]
+
+    def render_spans(self, prompts: Sequence[str], completions: Sequence[str]) -> list[Rendered]:
+        """Like :meth:`render`, with where the user message and the completion sit in each rendered text.
+
+        The spans let truncation cut inside the contents and never in the template's own text; a span is
+        ``None`` when the template rewrote the content (trimmed it, say) so that it cannot be found verbatim.
+        """
         if self._own is None:
             raise ModelError("the reward model's tokenizer has no chat template to render conversations with")
-        texts: list[str] = []
+        out: list[Rendered] = []
         for prompt, completion in zip(prompts, completions, strict=True):
-            messages = [
-                {"role": "user", "content": self.user_message(prompt)},
-                {"role": "assistant", "content": completion},
-            ]
-            texts.append(self.tokenizer.apply_chat_template(messages, tokenize=False))
-        return texts
+            user = self.user_message(prompt)
+            messages = [{"role": "user", "content": user}, {"role": "assistant", "content": completion}]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+            start = len(self._own.prefix) if text.startswith(self._own.prefix + user) else text.find(user)
+            user_span = (start, start + len(user)) if start >= 0 else None
+            after = user_span[1] if user_span is not None else 0
+            found = text.find(completion, after)
+            completion_span = (found, found + len(completion)) if found >= 0 else None
+            out.append(Rendered(text, user_span, completion_span))
+        return out
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One rendered conversation and the character spans of its user message and completion (if found)."""
+
+    text: str
+    user: tuple[int, int] | None
+    completion: tuple[int, int] | None

@@ -12,7 +12,8 @@ one ``batch`` call that onloads, scores the whole batch in micro-batches and off
 
 What the hook adds is the guarantee and the accounting: whatever happened (a reward raised, the engine timed a
 model call out, the caller was interrupted), every model reward of the engine is offloaded before the hook
-returns or raises. A model call that outlived its engine timeout is waited for, because it still holds the
+returns or raises, except a model the caller holds on the device with ``with model.onloaded():`` (its
+block decides when it leaves). A model call that outlived its engine timeout is waited for, because it still holds the
 device. The :class:`TrainingStepReport` gives each model's :class:`~rewardflow.models.ScoreReport` for this
 step and CUDA memory before and after (empty on machines without CUDA).
 """
@@ -41,7 +42,7 @@ class TrainingStepReport:
     models: Mapping[str, ScoreReport] = field(default_factory=dict)  # component -> this step's call
     device_memory_before: Mapping[str, int] = field(default_factory=dict)  # CUDA device -> bytes allocated
     device_memory_after: Mapping[str, int] = field(default_factory=dict)
-    offloaded: bool = True  # no model reward holds device memory (``none``-mode models excepted)
+    offloaded: bool = True  # no model reward holds device memory (``none``-mode and held models excepted)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,7 +71,8 @@ def score_training_batch(
         results = engine.score(samples)
     finally:
         for _, model in models:
-            model.offload()
+            if not model.held:  # a caller's onloaded() block keeps its model on the device until it exits
+                model.offload()
     return results, _report(models, previous, before, time.perf_counter() - start)
 
 
@@ -86,7 +88,8 @@ async def ascore_training_batch(
         results = await engine.ascore(samples)
     finally:
         for _, model in models:
-            await asyncio.to_thread(model.offload)
+            if not model.held:
+                await asyncio.to_thread(model.offload)
     return results, _report(models, previous, before, time.perf_counter() - start)
 
 
@@ -110,5 +113,7 @@ def _report(
         for name, model in models
         if model.last_report is not None and model.last_report is not previous[name]
     }
-    offloaded = all(m.state is not ModelState.ONLOADED or m.offload_mode is OffloadMode.NONE for _, m in models)
+    offloaded = all(
+        m.state is not ModelState.ONLOADED or m.offload_mode is OffloadMode.NONE or m.held for _, m in models
+    )
     return TrainingStepReport(seconds, reports, before, _cuda_memory(models), offloaded)

@@ -39,7 +39,7 @@ from typing import Any
 
 from rewardflow.errors import ConfigError, ModelError
 
-__all__ = ["OffloadMode", "WeightStore", "device_memory", "trim_host_memory"]
+__all__ = ["OffloadMode", "WeightStore", "device_memory", "should_pin", "trim_host_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class WeightStore:
         self.device = device
         self._slots = _slots(model)
         self.on_device = False
-        pin = device.type == "cuda" and torch.cuda.is_available()
+        pin = should_pin(device)
         if mode is OffloadMode.RELEASE:
             self._map_to_files(model, list(files))
         for slot in self._slots:
@@ -226,6 +226,13 @@ class WeightStore:
         kept = [s.names[0] for s in self._slots if s.file is None]
         if kept:
             logger.info("release mode keeps %d tensor(s) in host memory (not in the file): %s", len(kept), kept)
+
+
+def should_pin(device: Any) -> bool:
+    """Host copies are page-locked when the compute device is a CUDA GPU: the copy to it is then a DMA."""
+    import torch
+
+    return device.type == "cuda" and torch.cuda.is_available()
 
 
 def _candidate_keys(names: list[str], prefix: str) -> list[str]:

@@ -36,7 +36,7 @@ from rewardflow.errors import InputError
 from rewardflow.rules.answer import top_level_split
 from rewardflow.rules.sympy_compare import DECIMAL_TOL, Verdict, compare_parsed
 
-__all__ = ["MAX_ANSWER_CHARS", "Verdict", "math_equal", "normalize_answer"]
+__all__ = ["MAX_ANSWER_CHARS", "Verdict", "math_equal", "normalize_answer", "normalize_list_words"]
 
 #: Predicted answers longer than this (or than 10x the gold) are not parsed: scored 0 with a reason.
 MAX_ANSWER_CHARS = 2000
@@ -51,6 +51,42 @@ _DECIMAL_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
 _SIMPLE_FRAC_RE = re.compile(r"([-+]?)(?:\\frac\{(\d{1,30})\}\{(\d{1,30})\}|(\d{1,30})/(\d{1,30}))")
 _WORDS_RE = re.compile(r"[A-Za-z][A-Za-z '\-]*")
 _LETTER_RE = re.compile(r"\(?([A-Za-z])\)?")
+# A number or a single constant wrapped in a font or text command: \text{3}, \mathbf{42}, \mathrm{e}.
+_FONT_NUMBER_RE = re.compile(
+    r"\\(?:text|textbf|textit|textrm|mathbf|mathrm|mathit|mbox|operatorname|boldsymbol)\s*\{\s*([-+]?[\d.,]+|[ei])\s*\}"
+)
+# Two digits separated only by a space are two numbers ("4 1"), unless the space groups thousands ("1 000").
+# A repeating decimal, 0.\overline{3} or 1.2\overline{45}.
+_REPEATING_RE = re.compile(r"(?<![\d.])(\d*)\.(\d{0,20})\\overline\{(\d{1,20})\}")
+_PERCENT_END_RE = re.compile(r"(?<=[\d}])[ \t]*(?:\\?%|\\text\{ ?\\?% ?\}|pct|percent(?:age)?)$")
+_DOUBLE_BACKSLASH_RE = re.compile(r"(?<!\\)\\\\(?=[a-zA-Z])")
+_DECIMAL_COMMA_RE = re.compile(r"[-+]?(?:0,\d+|[1-9]\d*,(?:\d{1,2}|\d{4,}))")
+_SPACING_RE = re.compile(r"\\(?:,|;|:|quad|qquad|thinspace)(?![a-zA-Z])|~")
+_SPLIT_DIGITS_RE = re.compile(r"\d[ \t]+(?!\d{3}(?!\d))\d")
+_LIST_AND_RE = re.compile(r"\s*,?\s*(?:\\(?:text|mbox)\s*\{\s*and\s*\}|\band\b)\s*")
+_OR_RE = re.compile(r"(?<=[)\]}\d])\s*(?:\\text\{\s*or\s*\}|\bor\b)\s*(?=[(\[{\d-])")
+# A label on the left of "=": names, subscripts, tuples of names, ratios (V_1:V_2), sums of names (m+n).
+_LABEL_RE = re.compile(r"[(A-Za-z\\][A-Za-z_{}\\\d\s,():+\-']*")
+_UNICODE = {
+    "\u2212": "-",
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u00d7": "\\times ",
+    "\u00b7": "\\cdot ",
+    "\u03c0": "\\pi ",
+    "\u221e": "\\infty ",
+    "\u00bd": "\\frac{1}{2}",
+    "\u2153": "\\frac{1}{3}",
+    "\u00bc": "\\frac{1}{4}",
+    "\u00be": "\\frac{3}{4}",
+    "\u00b2": "^{2}",
+    "\u00b3": "^{3}",
+    "\u00b0": "^{\\circ}",
+    "\u2264": "\\le ",
+    "\u2265": "\\ge ",
+    "\u2205": "\\emptyset ",
+}
+_UNICODE_SQRT_RE = re.compile(r"\u221a\s*(\d+|[A-Za-z]|\{[^{}]*\}|\([^()]*\))")
 
 
 def normalize_answer(text: str) -> str:
@@ -60,13 +96,27 @@ def normalize_answer(text: str) -> str:
     only the ``4`` of ``4\\sqrt(2)``), thin-space thousands separators ``2\\,000`` -> ``2000`` (parsed as
     ``2 \\cdot 0``), and scientific notation ``1.5e3`` -> ``1.5\\times10^{3}`` (parsed as ``1.5 \\cdot e \\cdot 3``).
     """
-    text = text.strip().strip("$").strip()
+    text = text.replace("\\$", "").strip().strip("$").strip()
+    if "\\overline" in text:
+        text = _REPEATING_RE.sub(_repeating_fraction, text)
     if text.startswith(("\\(", "\\[")) and text.endswith(("\\)", "\\]")):
         text = text[2:-2].strip()
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\!", "")
+    text = text.replace("\\varnothing", "\\emptyset")
+    if not text.isascii():
+        text = _UNICODE_SQRT_RE.sub(r"\\sqrt{\1}", text)
+        for char, latex in _UNICODE.items():
+            text = text.replace(char, latex)
+    text = _FONT_NUMBER_RE.sub(r"\1", text)
+    if "\\begin" not in text:
+        text = _DOUBLE_BACKSLASH_RE.sub(r"\\", text)  # "\\\\dfrac": a command escaped twice
+    text = text.replace("bmatrix", "pmatrix")
+    if "\\approx" in text:
+        text = text.split("\\approx", 1)[0].strip()  # "\\frac{\\sqrt3}{3} \\approx 0.577": the exact value
     text = _LEFT_RIGHT_RE.sub("", text)
     text = _SQRT_PAREN_RE.sub(r"\\sqrt{\1}", text)
     text = _THIN_SPACE_NUM_RE.sub("", text)
+    text = _SPACING_RE.sub(" ", text)
     text = _SCI_RE.sub(r"\1\\times10^{\2}", text)
     return text.rstrip(" .")
 
@@ -81,6 +131,16 @@ def math_equal(gold: str, pred: str, *, _sequences: bool = True) -> Verdict:
     if len(pred) > limit:
         return Verdict(False, f"final answer is {len(pred)} characters long (limit {limit})")
     g_text, p_text = normalize_answer(gold), normalize_answer(pred)
+    g_text, p_text = _decimal_comma(g_text, p_text), _decimal_comma(p_text, g_text)
+    if _PERCENT_END_RE.search(g_text) or _PERCENT_END_RE.search(p_text):
+        return _compare_percent(g_text, p_text)
+    if _SPLIT_DIGITS_RE.search(p_text) and not _SPLIT_DIGITS_RE.search(g_text) and len(p_text) <= 200:
+        # "4 1" is two numbers, not 41 (the parser would join them): compare as written, never as one number
+        equal = _key(g_text) == p_text.strip()
+        return Verdict(equal, None if equal else "digits separated by a space are not one number")
+    if _key(g_text) == _key(p_text) and g_text:
+        return Verdict(True)
+    g_text, p_text = _drop_label(g_text, p_text), _drop_label(p_text, g_text)
     if _key(g_text) == _key(p_text) and g_text:
         return Verdict(True)
     g_num, p_num = _plain_decimal(g_text), _plain_decimal(p_text)
@@ -102,8 +162,73 @@ def math_equal(gold: str, pred: str, *, _sequences: bool = True) -> Verdict:
     try:
         p = _as_sympy(p_simple) if p_simple is not None else _parse(p_text)
     except _ParseError as exc:
-        return Verdict(False, f"final answer could not be parsed as math ({exc})")
+        return Verdict(False, f"final answer could not be parsed as math ({exc})", unsure=True)
+    if _undefined(g) or _undefined(p):
+        # 12:00 and 1:00 both parse to complex infinity (12/0): undefined values are never equal by value
+        return Verdict(False, "an answer parses to an undefined value (zoo/nan); compared as written only")
     return compare_parsed(g, p)
+
+
+def _undefined(expr: Any) -> bool:
+    import sympy
+
+    try:
+        return bool(expr.has(sympy.zoo, sympy.nan))
+    except Exception:  # sets, tuples and relations without .has on some sympy versions
+        return False
+
+
+def _repeating_fraction(m: re.Match[str]) -> str:
+    """``0.1\\overline{6}`` -> ``\\frac{1}{6}``: the exact value of a repeating decimal."""
+    whole, fixed, period = m.group(1) or "0", m.group(2), m.group(3)
+    value = Fraction(int(whole)) + Fraction(int(fixed or "0"), 10 ** len(fixed))
+    value += Fraction(int(period), (10 ** len(period) - 1) * 10 ** len(fixed))
+    return f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+
+
+def _compare_percent(g_text: str, p_text: str) -> Verdict:
+    """A percentage on one side: ``50\\%`` matches ``50`` (the number asked for) and ``0.5`` (its value); both
+    sides in percent compare their numbers. Decided here because math-verify versions read ``%`` differently
+    (0.8 as a factor of 1/100, 0.9 by dropping it)."""
+    g_pct, p_pct = bool(_PERCENT_END_RE.search(g_text)), bool(_PERCENT_END_RE.search(p_text))
+    g_bare, p_bare = _PERCENT_END_RE.sub("", g_text), _PERCENT_END_RE.sub("", p_text)
+    first = math_equal(g_bare, p_bare)
+    if first.equal or g_pct == p_pct:
+        return first
+    if g_pct:
+        return math_equal(f"\\frac{{{g_bare}}}{{100}}", p_bare)
+    return math_equal(g_bare, f"\\frac{{{p_bare}}}{{100}}")
+
+
+def _decimal_comma(text: str, other: str) -> str:
+    """ "1,22" / "0,111" is a decimal comma when the other side is a decimal number (thousands are groups of
+    three, and "1,2" against a list is a list)."""
+    if _DECIMAL_COMMA_RE.fullmatch(text) and "." in other and _plain_decimal(other) is not None:
+        return text.replace(",", ".")
+    return text
+
+
+def normalize_list_words(text: str) -> str:
+    """``19, 46, and 82`` -> ``19, 46, 82``; ``(11,7) or (7,11)`` -> ``(11,7), (7,11)`` (lists written in words)."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return text
+    return _OR_RE.sub(", ", _LIST_AND_RE.sub(", ", text))
+
+
+def _drop_label(text: str, other: str) -> str:
+    """``(p,q)=(3,2)`` -> ``(3,2)``, ``AB=4`` -> ``4``, ``m+n=7`` -> ``7``: a label on the left of a single ``=`` is
+    dropped when the other side is not an equation. An equation whose right side is 0 (``x - y = 0``) is a
+    condition, not a labelled value, and stays whole."""
+    if "=" not in text or "=" in other or len(text) > 500 or text.count("=") != 1:
+        return text
+    if any(op in text for op in ("<", ">", "\\le", "\\ge", "\\ne")):
+        return text
+    left, right = (part.strip() for part in text.split("="))
+    if not left or not right or not _LABEL_RE.fullmatch(left) or _key(right) == "0":
+        return text
+    if any(ch.isdigit() for ch in left.replace("_", " ").split(" ")[0][:1]):
+        return text
+    return right
 
 
 # ---------------------------------------------------------------------------------------------------- parsing
@@ -269,13 +394,19 @@ def _compare_collections(g: tuple[str, str, list[str]], p: tuple[str, str, list[
     if not same and not loose:
         return Verdict(False, f"brackets {p_open}...{p_close} where {g_open}...{g_close} are expected")
     unordered = "(" not in (g_open, p_open) and (g_open in ("", "\\{") or p_open in ("", "\\{"))
-    if len(g_items) != len(p_items):
+    if len(g_items) != len(p_items) and not unordered:
         return Verdict(False, f"{len(p_items)} values where {len(g_items)} are expected")
+    if len(g_items) * len(p_items) > 400:
+        return Verdict(False, "lists too long to compare element by element")
     if not unordered:
         for g_item, p_item in zip(g_items, p_items, strict=True):
             if not math_equal(g_item, p_item, _sequences=False).equal:
                 return Verdict(False, f"element {p_item[:40]!r} != {g_item[:40]!r}")
         return Verdict(True)
+    if len(g_items) != len(p_items) and not (_all_tuples(g_items) and _all_tuples(p_items)):
+        return Verdict(False, f"{len(p_items)} values where {len(g_items)} are expected")
+    # Numbers compare as multisets ("1, 2, 2" is not "1, 2": a double root counts twice); a list of solution
+    # tuples compares as a set (a solution of a system listed twice is still one solution).
     remaining = list(p_items)
     for g_item in g_items:
         for k, p_item in enumerate(remaining):
@@ -283,8 +414,19 @@ def _compare_collections(g: tuple[str, str, list[str]], p: tuple[str, str, list[
                 del remaining[k]
                 break
         else:
-            return Verdict(False, f"no element matches {g_item[:40]!r}")
+            if not _all_tuples(g_items):
+                return Verdict(False, f"no element matches {g_item[:40]!r}")
+            if not any(math_equal(g_item, p, _sequences=False).equal for p in p_items):
+                return Verdict(False, f"no element matches {g_item[:40]!r}")
+    if _all_tuples(g_items):  # as a set: every answered tuple must also be a solution
+        for p_item in p_items:
+            if not any(math_equal(g_item, p_item, _sequences=False).equal for g_item in g_items):
+                return Verdict(False, f"{p_item[:40]!r} is not a solution")
     return Verdict(True)
+
+
+def _all_tuples(items: list[str]) -> bool:
+    return all(i.startswith("(") and i.endswith(")") and "," in i for i in items)
 
 
 def _compare_sequences(g_text: str, p_text: str) -> Verdict:

@@ -44,6 +44,8 @@ class Verdict:
 
     equal: bool
     reason: str | None = None
+    #: Set when "not equal" only means "could not tell" (the answer did not parse): math-verify gets a say.
+    unsure: bool = False
 
 
 class _TooLarge(Exception):
@@ -164,8 +166,9 @@ def _assignment(x: Any) -> tuple[Any, Any] | None:
             return None
     if isinstance(lhs, sympy.Symbol) or isinstance(lhs, sympy.core.function.AppliedUndef):
         return lhs, rhs
-    if not getattr(lhs, "free_symbols", True):
+    if not getattr(lhs, "free_symbols", True) and not getattr(rhs, "free_symbols", True):
         return None, rhs  # a worked computation "2 + 3 = 5": its value is the last right-hand side
+    # "9 = 2a + b" (numeric left side, symbols on the right) is a condition, not "the value is 2a + b"
     return None
 
 

@@ -205,3 +205,25 @@ def test_a_model_reward_scores_the_whole_batch(tmp_path: Path) -> None:
     finally:
         fn.close()
     assert out[0] > out[1] and out[2] > out[1]
+
+
+def test_components_and_failures_reach_trl_log_hooks() -> None:
+    # TRL hands reward functions log_metric(name, value) and log_extra(column, values); dropping them loses every
+    # component of a composed reward from the trainer's logs.
+    metrics: dict[str, float] = {}
+    columns: dict[str, list[Any]] = {}
+    fn = trl_reward({"acc": R.exact, "len": R.length_bonus}, name="mix", kind="inline")
+    out = fn(
+        prompts=["q", "q", "q"],
+        completions=["4", "5", "raise"],  # exact raises for "raise" (see _rewards_integrations)
+        answer=["4", "4", "4"],
+        trainer_state=TrainerState(),
+        log_metric=lambda name, value: metrics.__setitem__(name, value),
+        log_extra=lambda column, values: columns.__setitem__(column, values),
+    )
+    fn.close()
+    assert set(metrics) == {"mix/acc", "mix/len", "mix/failed"}
+    assert metrics["mix/failed"] == pytest.approx(1 / 3)
+    assert metrics["mix/acc"] == pytest.approx(0.5)  # mean over the two samples where acc scored: 1.0 and 0.0
+    assert columns["mix/acc"] == [1.0, 0.0, None]
+    assert out[2] is None and len(columns["mix/len"]) == 3

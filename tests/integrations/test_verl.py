@@ -181,13 +181,13 @@ def test_module_reloaded_by_verl_is_a_plain_module(spec_env: Path) -> None:
     assert len(shared_engines) == 0
 
 
-def test_a_model_reward_needs_the_batch_form(tmp_path: Path) -> None:
+def test_a_model_reward_is_refused_per_sample_and_points_to_the_manager(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     spec = tmp_path / "rm.yaml"
     spec.write_text("rewards:\n  - name: sim\n    reward: similarity\n    params: {reference: ground_truth}\n")
-    with pytest.raises(ConfigError, match="compute_score_batch"):
+    with pytest.raises(ConfigError, match="RewardflowRewardManager"):
         make_compute_score(spec)("gsm8k", "The answer is 18.", "18")
-    with pytest.raises(ConfigError, match="compute_score_batch"):
+    with pytest.raises(ConfigError, match="RewardflowRewardManager"):
         asyncio.run(make_compute_score(spec, form="async")("gsm8k", "The answer is 18.", "18"))
     golds = ["She makes 18 dollars a day."] * 2
     scores = make_compute_score(spec, form="batch")(["gsm8k"] * 2, ["She earns 18 dollars daily.", "Paris"], golds)

@@ -32,8 +32,13 @@ POLICY_TEMPLATE = (
 )
 
 
-def build_tokenizer(directory: Path, *, vocab_size: int, specials: list[str], template: str | None) -> object:
-    """A byte-level BPE tokenizer trained on CORPUS (deterministic), saved with its chat template."""
+def build_tokenizer(
+    directory: Path, *, vocab_size: int, specials: list[str], template: str | None, pad: bool = True
+) -> object:
+    """A byte-level BPE tokenizer trained on CORPUS (deterministic), saved with its chat template.
+
+    ``pad=False``: no pad token, as Llama-3, Mistral and GPT-2 tokenizers ship.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -47,7 +52,9 @@ def build_tokenizer(directory: Path, *, vocab_size: int, specials: list[str], te
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS * 4, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", **({"pad_token": "<pad>"} if pad else {})
+    )
     if template is not None:
         fast.chat_template = template
     fast.save_pretrained(directory)

@@ -116,7 +116,7 @@ def test_identical_samples_are_computed_once(zoo: dict[str, Path]) -> None:
     rm = RewardModel(str(zoo["token_cls"]), head="token-cls", token_budget=10_000)
     rows: list[int] = []
     rm.load()
-    hook = rm._model.register_forward_hook(
+    hook = rm._base.register_forward_hook(  # the base model runs; the linear head reads one position per row
         lambda _m, _args, kwargs, _out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
     )
     prompts = [QUESTIONS[0]] * 6 + [QUESTIONS[1]]

@@ -59,9 +59,9 @@ def test_hook_offloads_when_the_model_fails(zoo: dict[str, Path]) -> None:
 class SlowRewardModel(RewardModel):
     """A reward model whose forward pass outlives the engine's timeout."""
 
-    def _forward(self, inputs: dict[str, Any]) -> Any:
+    def _forward(self, inputs: dict[str, Any], read: Any) -> Any:
         time.sleep(0.6)
-        return super()._forward(inputs)
+        return super()._forward(inputs, read)
 
 
 def test_hook_waits_for_a_timed_out_call_before_returning(zoo: dict[str, Path]) -> None:

@@ -24,7 +24,7 @@ ROWS: list[object] = [
     {"completion": "#### 5", "answer": "#### 5", "label": True},  # true positive
     {"completion": "#### 4", "answer": "#### 5", "label": "false"},  # true negative
     {"completion": "#### 5", "answer": "#### 5", "label": 0},  # false positive
-    {"completion": "I think 5", "answer": "#### 5", "label": "TRUE"},  # false negative (no anchor)
+    {"completion": "#### 6", "answer": "#### 5", "label": "TRUE"},  # false negative (reward says 0)
     {"completion": "#### 5", "answer": "#### 5", "label": "maybe"},  # bad label
     {"completion": "#### 5", "answer": "#### 5"},  # missing label
     {"completion": "#### 5", "label": True},  # no gold: error, not a negative

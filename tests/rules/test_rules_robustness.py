@@ -98,6 +98,11 @@ ADVERSARIAL = {
     "hash marks": "#" * 1_000_000,
     "brackets": "[" * 1_000_000,
     "think tags": "<think>" * 120_000,
+    "answer then spaces": "The answer is 5" + " " * 1_000_000 + "x",
+    "stray closing braces": "The answer is 5" + "}" * 1_000_000,
+    "final answer headings": "### Final Answer\n" * 60_000,
+    "special tokens": "#### 5" + "<|im_end|>" * 100_000,
+    "empty answer lines": "Answer:\n" * 120_000,
 }
 
 
@@ -152,3 +157,29 @@ def test_math_on_any_latex_is_scored_undecided_or_timed_out(math_engine: Any, an
             assert result.value in (0.0, 1.0)
         elif result.status is Status.ERROR:
             assert "UndecidedError" in result.reason, (answer, result.reason)
+
+
+UNANCHORED_PATHOLOGICAL = [
+    "Then " + "9^{" * 40 + "9" + "}" * 40,  # a power tower math-verify would try to evaluate
+    "so it is " + "(" * 3000 + "1" + ")" * 3000,
+    "x" * 200_000,
+    "The value: " + "\\frac{1}{" * 500 + "2" + "}" * 500,
+    "1 + " * 50_000 + "1",
+    "100000!" + " then " + "10^{10^{10^{10}}}",
+]
+
+
+def test_unanchored_fallback_ends_in_a_typed_status(math_engine: Any) -> None:
+    """No anchor: math-verify reads the completion's tail; whatever it does, the engine ends with a status."""
+    from rewardflow import Status
+
+    rows = [{"prompt": "p", "completion": c, "answer": "720"} for c in UNANCHORED_PATHOLOGICAL]
+    start = time.perf_counter()
+    results = math_engine.score(rows)
+    assert time.perf_counter() - start < 120
+    for completion, result in zip(UNANCHORED_PATHOLOGICAL, results, strict=True):
+        assert result.status in (Status.OK, Status.TIMEOUT, Status.ERROR), completion[:40]
+        if result.status is Status.OK:
+            assert result.value == 0.0 and result.reason, completion[:40]
+        if result.status is Status.ERROR:
+            assert "UndecidedError" in result.reason, (completion[:40], result.reason)

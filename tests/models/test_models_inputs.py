@@ -1,0 +1,166 @@
+"""What the reward model reads: the eos policy (checked against OpenRLHF's own preprocessing), truncation that
+keeps both ends, and the prefix-sharing fallback for bidirectional encoders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rewardflow.models import RewardModel
+from rewardflow.models.truncation import COMPLETION, FIXED, PROMPT, keep_ends
+from tests.models.conftest import build_tokenizer, build_value_head_checkpoint, randomize
+
+# Qwen2.5's chat template, reduced to its shape: every turn ends with "<|im_end|>\n", so the text ends with "\n"
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+PROMPTS = ["what is two plus two?", "janet has sixteen eggs, eats three and bakes with four. how much is left?"]
+COMPLETIONS = ["the answer is four.", "she sells 16 - 3 - 4 = 9 eggs."]
+
+
+@pytest.fixture(scope="module")
+def chatml_rm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OpenRLHF-layout value-head reward model whose tokenizer uses a chatml template with EOS <|im_end|>."""
+    root = tmp_path_factory.mktemp("chatml")
+    tok = build_tokenizer(root / "tok", vocab_size=320, specials=["<|im_start|>", "<|im_end|>"], template=CHATML)
+    tok.eos_token = "<|im_end|>"
+    return build_value_head_checkpoint(root / "rm", tok, style="openrlhf")
+
+
+def openrlhf_ids(tokenizer: object, prompt: str, completion: str) -> list[int]:
+    """OpenRLHF's RewardDataset preprocessing (openrlhf/datasets/reward_dataset.py, Apache-2.0), as facts:
+    render prompt + response with the chat template, ``rstrip("\\n")``, append ``" " + eos`` unless the text
+    already ends with it, tokenize without special tokens."""
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False).rstrip("\n")  # type: ignore[attr-defined]
+    if not text.endswith(tokenizer.eos_token):  # type: ignore[attr-defined]
+        text += " " + tokenizer.eos_token  # type: ignore[attr-defined]
+    return tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+
+
+def test_openrlhf_value_head_reads_at_im_end_like_openrlhf(chatml_rm: Path) -> None:
+    auto = RewardModel(str(chatml_rm), head="value-head")  # eos="auto": an OpenRLHF head -> "append"
+    tok = auto.tokenizer
+    ids = auto.encode(PROMPTS, COMPLETIONS)
+    assert ids == [openrlhf_ids(tok, p, c) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
+    assert all(seq[-1] == tok.convert_tokens_to_ids("<|im_end|>") for seq in ids)
+    as_is = RewardModel(str(chatml_rm), head="value-head", eos="as-is")
+    assert all(tok.decode(seq[-1:]) == "\n" for seq in as_is.encode(PROMPTS, COMPLETIONS))  # the template's "\n"
+    strip = RewardModel(str(chatml_rm), head="value-head", eos="strip")
+    stripped = strip.encode(PROMPTS, COMPLETIONS)
+    assert all(tok.decode(seq).endswith(c) for seq, c in zip(stripped, COMPLETIONS, strict=True))
+    # the read position moves the score: the three policies are three different readings
+    scores = [rm(PROMPTS, COMPLETIONS) for rm in (auto, as_is, strip)]
+    assert scores[0] != pytest.approx(scores[1], abs=1e-3) and scores[0] != pytest.approx(scores[2], abs=1e-3)
+
+
+def test_eos_append_on_a_template_that_already_ends_with_eos(zoo: dict[str, Path]) -> None:
+    rm = RewardModel(str(zoo["token_cls"]), head="token-cls", eos="append")  # the template ends with </s>
+    plain = RewardModel(str(zoo["token_cls"]), head="token-cls")  # "auto" -> "as-is" for a token classifier
+    assert rm.encode(PROMPTS, COMPLETIONS) == plain.encode(PROMPTS, COMPLETIONS)
+    expected = [openrlhf_ids(rm.tokenizer, p, c) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
+    assert rm.encode(PROMPTS, COMPLETIONS) == expected
+
+
+def test_eos_policy_on_text_pairs(zoo: dict[str, Path]) -> None:
+    eos = RewardModel(str(zoo["plain_seq_cls"])).tokenizer.eos_token_id
+    appended = RewardModel(str(zoo["plain_seq_cls"]), eos="append").encode(PROMPTS, COMPLETIONS)
+    as_is = RewardModel(str(zoo["plain_seq_cls"])).encode(PROMPTS, COMPLETIONS)
+    assert [seq[:-1] for seq in appended] == as_is and all(seq[-1] == eos for seq in appended)
+    assert RewardModel(str(zoo["plain_seq_cls"]), eos="strip").encode(PROMPTS, COMPLETIONS) == as_is
+
+
+# (labels, max_length, kept indices): each row names the trap it covers
+TRUNCATION = [
+    # fits: nothing cut
+    ([FIXED, PROMPT, COMPLETION, FIXED], 4, [0, 1, 2, 3]),
+    # the prompt's middle goes first; BOS/header (0) and the closing tokens (last) stay
+    ([FIXED, PROMPT, PROMPT, PROMPT, PROMPT, FIXED, COMPLETION, COMPLETION, FIXED], 7, [0, 1, 4, 5, 6, 7, 8]),
+    # the whole prompt content, then the completion's middle; its last token stays
+    ([FIXED, PROMPT, PROMPT, FIXED, COMPLETION, COMPLETION, COMPLETION, COMPLETION, FIXED], 5, [0, 3, 4, 7, 8]),
+    # odd cuts keep the extra token at the end (where the score is read)
+    ([FIXED, COMPLETION, COMPLETION, COMPLETION, COMPLETION, FIXED], 4, [0, 1, 4, 5]),
+    # template longer than max_length: head and tail of what is left
+    ([FIXED] * 6, 4, [0, 1, 4, 5]),
+]
+
+
+@pytest.mark.parametrize(("labels", "max_length", "kept"), TRUNCATION)
+def test_keep_ends_table(labels: list[int], max_length: int, kept: list[int]) -> None:
+    assert keep_ends(labels, max_length) == kept
+
+
+def test_truncation_keeps_bos_the_template_and_the_final_tokens(zoo: dict[str, Path]) -> None:
+    long_prompt = "janet has sixteen eggs, eats three and bakes with four. " * 6
+    long_completion = "the quick brown fox jumps over the lazy dog. " * 6 + "so the answer is 18."
+    full = RewardModel(str(zoo["token_cls"]), head="token-cls").encode([long_prompt], [long_completion])[0]
+    rm = RewardModel(str(zoo["token_cls"]), head="token-cls", max_length=40)
+    cut = rm.encode([long_prompt], [long_completion])[0]
+    tok = rm.tokenizer
+    assert len(full) > 80 and len(cut) == 40
+    assert cut[:3] == full[:3] and tok.decode(cut[:1]) == "<s>"  # BOS and the [INST] header
+    assert cut[-12:] == full[-12:] and tok.decode(cut).endswith("the answer is 18.</s>")  # the end is read
+    assert "[/INST]" in tok.decode(cut)  # the template between the turns survives
+    rm([long_prompt], [long_completion])
+    assert rm.last_report is not None and rm.last_report.truncated == 1
+
+
+def test_bidirectional_encoder_falls_back_with_the_reason(zoo: dict[str, Path], tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    tok = AutoTokenizer.from_pretrained(str(zoo["rm_tokenizer"]))
+    config = BertConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=256, num_labels=1, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    randomize(BertForTokenClassification(config), 3).save_pretrained(tmp_path / "bert")
+    tok.save_pretrained(tmp_path / "bert")
+    prompt = "janet has sixteen eggs, eats three and bakes with four. how much does she make every day?"
+    prompts, completions = [prompt] * 4, ["nine", "18 dollars", "she makes 18.", "the quick brown fox"]
+    rm = RewardModel(str(tmp_path / "bert"), head="token-cls", token_budget=64)
+    scores = rm(prompts, completions)
+    report = rm.last_report
+    assert report is not None and report.prefix_sharing.startswith("off: ") and "bidirectional" in report.prefix_sharing
+    model = BertForTokenClassification.from_pretrained(str(tmp_path / "bert")).eval()
+    with torch.no_grad():
+        reference = [
+            float(model(input_ids=torch.tensor([s])).logits[0, -1, 0]) for s in rm.encode(prompts, completions)
+        ]
+    assert scores == pytest.approx(reference, abs=1e-4)
+    # a pooled [CLS] sequence classifier runs whole; the report still names the reason sharing is off
+    from transformers import BertForSequenceClassification
+
+    randomize(BertForSequenceClassification(config), 4).save_pretrained(tmp_path / "bert-seq")
+    tok.save_pretrained(tmp_path / "bert-seq")
+    seq = RewardModel(str(tmp_path / "bert-seq"))
+    seq(prompts, completions)
+    assert seq.last_report is not None and "bidirectional" in seq.last_report.prefix_sharing
+
+
+def test_sharing_can_be_turned_off_and_says_so(zoo: dict[str, Path]) -> None:
+    prompt = "janet has sixteen eggs, eats three and bakes with four. how much does she make every day?"
+    rm = RewardModel(str(zoo["token_cls"]), head="token-cls", share_prefix=False)
+    rm([prompt] * 3, ["nine", "18", "x"])
+    assert rm.last_report is not None and rm.last_report.prefix_sharing == "off: disabled (share_prefix=False)"
+    on = RewardModel(str(zoo["token_cls"]), head="token-cls")
+    assert on([prompt] * 3, ["nine", "18", "x"]) == pytest.approx(rm([prompt] * 3, ["nine", "18", "x"]), abs=1e-5)
+    assert on.last_report is not None and on.last_report.prefix_sharing == "on"
+    assert on.last_report.shared_groups == 1 and on.last_report.shared_tokens > 2 * 16
+
+
+def test_prefix_groups_stop_before_every_read_position() -> None:
+    from rewardflow.models.prefix import MIN_SHARED, plan_groups
+
+    shared = list(range(100, 100 + MIN_SHARED + 4))
+    ids = [[*shared, 1, 2, 7], [*shared, 1, 2, 7, 7], [*shared, 5]]
+    (group,) = plan_groups(ids, [len(shared)] * 3)
+    assert group.rows == (0, 1, 2) and group.prefix == len(shared)  # the common prefix, one short of the shortest
+    # a sequence classifier whose saved pad id is 7 reads row 0 at index len(shared) + 1: the prefix must stop there
+    (group,) = plan_groups(ids[:2], [len(shared)] * 2, [len(shared) + 1, len(shared) + 1])
+    assert group.prefix == len(shared) + 1
+    (group,) = plan_groups(ids[:2], [len(shared)] * 2)
+    assert group.prefix == len(shared) + 2  # without read positions: one short of the shortest (3 + prefix)
+    assert plan_groups([[*shared[:5], 1], [*shared[:5], 2]], [5, 5]) == []  # under MIN_SHARED: not worth a pass
