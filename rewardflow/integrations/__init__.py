@@ -6,8 +6,8 @@
 * :mod:`rewardflow.integrations.verl` — ``compute_score`` functions for verl's ``custom_reward_function``;
 * :mod:`rewardflow.integrations.openrlhf` — ``reward_func`` for OpenRLHF's ``--reward.remote_url``.
 
-Only ``areal_workflows`` imports its framework (the others need none to be used or tested); the names below are
-imported on first access, so ``import rewardflow.integrations`` stays light.
+Only ``areal_workflows`` and ``verl_manager`` import their framework (the others need none to be used or tested);
+the names below are imported on first access, so ``import rewardflow.integrations`` stays light.
 """
 
 from __future__ import annotations
