@@ -1,12 +1,13 @@
 """Adapters that plug rewardflow into training frameworks, each keeping the framework's calling convention.
 
 * :mod:`rewardflow.integrations.areal` — ``AsyncRewardWrapper``, a drop-in for AReaL's wrapper;
+* :mod:`rewardflow.integrations.areal_workflows` — AReaL's workflows using it, by string path (imports areal);
 * :mod:`rewardflow.integrations.trl` — ``trl_reward``, a reward function for TRL's ``GRPOTrainer``;
 * :mod:`rewardflow.integrations.verl` — ``compute_score`` functions for verl's ``custom_reward_function``;
-* :mod:`rewardflow.integrations.openrlhf` — ``reward_func`` for OpenRLHF's ``--remote_rm_url``.
+* :mod:`rewardflow.integrations.openrlhf` — ``reward_func`` for OpenRLHF's ``--reward.remote_url``.
 
-None of them imports its framework (none is needed to use or test them); the names below are imported on first
-access, so ``import rewardflow.integrations`` stays light.
+Only ``areal_workflows`` and ``verl_manager`` import their framework (the others need none to be used or tested);
+the names below are imported on first access, so ``import rewardflow.integrations`` stays light.
 """
 
 from __future__ import annotations

@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from rewardflow.errors import ConfigError, RewardFailedError
-from rewardflow.integrations.areal import AsyncRewardWrapper, areal_sample, default_max_workers, workers_for
+from rewardflow.integrations.areal import (
+    AsyncRewardWrapper,
+    areal_sample,
+    default_max_workers,
+    positional_names,
+    workers_for,
+)
 from rewardflow.types import Status
 from tests.integrations import _rewards_integrations as R
 
@@ -47,6 +53,23 @@ def test_keywords_only_call_like_the_agent_workflows() -> None:
     wrapper = AsyncRewardWrapper(R.agent_style, timeout_seconds=10, max_workers=1)
     assert asyncio.run(wrapper(result="18", answer="18")) == 1.0
     assert asyncio.run(wrapper(result="17", answer="18")) == 0.0
+
+
+def test_positional_call_binds_to_the_rewards_own_signature() -> None:
+    # AReaL's Anthropic agent: `await reward_fn(completion_text, data["answer"])` for math_reward_fn(completions,
+    # answer); bound in AReaL's order it would be prompt=text, completions=answer and miss `answer`
+    wrapper = AsyncRewardWrapper(R.agent_style, timeout_seconds=10, max_workers=1)
+    assert asyncio.run(wrapper("18", "18")) == 1.0
+    assert asyncio.run(wrapper("17", "18")) == 0.0
+    with pytest.raises(TypeError, match="multiple values for argument 'answer'"):
+        asyncio.run(wrapper("18", "18", answer="18"))
+
+
+def test_positional_names() -> None:
+    assert positional_names(R.agent_style) == ("result", "answer")
+    assert positional_names(R.areal_exact) == ("prompt", "completions", "prompt_ids", "completion_ids")
+    assert positional_names("gsm8k") == ("prompt", "completions", "prompt_ids", "completion_ids")  # no signature
+    assert positional_names(lambda *args: 0.0) == ("prompt", "completions", "prompt_ids", "completion_ids")
 
 
 def test_rewardflow_style_reward_under_areal_call() -> None:

@@ -2,9 +2,11 @@
 
 ``SingleTurnAgentExecutor`` (openrlhf/utils/agent.py) loads the ``--remote_rm_url`` file with
 ``importlib.util.spec_from_file_location("reward_func", path)`` and, per sample, awaits
-``asyncio.to_thread(self.reward_func, [query], [prompt], [label])`` (positional lists; ``query`` = prompt +
-response decoded with special tokens), then reads ``rewards``, ``scores`` and ``extra_logs`` with ``.get``; an
-exception is caught and logged there. Older versions sent chunks of ``micro_rollout_batch_size`` samples.
+``asyncio.to_thread(self.reward_func, [query], [prompt], [label])`` (positional lists; ``query`` = the prompt it
+generated from, possibly truncated to its last tokens, + response decoded with special tokens), then reads
+``rewards``, ``scores`` and ``extra_logs`` with ``.get``; an exception is caught and logged there at INFO.
+Older versions sent chunks of ``micro_rollout_batch_size`` samples. The real executor is driven in
+tests/frameworks/openrlhf.
 """
 
 from __future__ import annotations
@@ -88,13 +90,36 @@ def test_label_column_name(tmp_path: Path) -> None:
     assert info["rewards"].tolist() == [1.0]
 
 
-def test_failure_raises_never_zero(exact_spec: Path) -> None:
+def test_failure_is_filtered_not_scored(exact_spec: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # OpenRLHF cannot take a None reward (the step crashes later); the failed sample gets a NaN score, which
+    # --algo.dynamic_filtering_enable drops with its group, a flagged failure_reward, and a WARNING with the reason
     reward_func = make_reward_func(exact_spec)
     start = time.monotonic()
-    with pytest.raises(RewardFailedError) as info:
-        reward_func(["p: 1", "p: hang"], ["p: ", "p: "], ["1", "1"])
+    with caplog.at_level("WARNING", logger="rewardflow.integrations.openrlhf"):
+        info = reward_func(["p: 1", "p: hang"], ["p: ", "p: "], ["1", "1"])
     assert time.monotonic() - start < 6
-    assert info.value.status == "timeout"
+    assert info["rewards"].tolist() == pytest.approx([1.01, 0.0])
+    assert info["scores"][0].item() == pytest.approx(1.01) and torch.isnan(info["scores"][1])
+    assert info["extra_logs"]["rewardflow/failed"].tolist() == [0.0, 1.0]
+    assert info["extra_logs"]["rewardflow/accuracy"].tolist() == [1.0, 0.0]  # failure_reward, flagged by `failed`
+    assert "1 of 2 samples failed: #1 timeout" in caplog.text
+
+
+def test_failure_reward_and_raise_policy(exact_spec: Path) -> None:
+    info = make_reward_func(exact_spec, failure_reward=-1.0)(["p: hang"], ["p: "], ["1"])
+    assert info["rewards"].tolist() == [-1.0]
+    with pytest.raises(RewardFailedError) as err:
+        make_reward_func(exact_spec, on_failure="raise")(["p: hang"], ["p: "], ["1"])
+    assert err.value.status == "timeout"
+    with pytest.raises(ValueError, match="on_failure"):
+        make_reward_func(exact_spec, on_failure="zero")
+
+
+def test_an_unlocatable_response_is_a_failure_not_the_whole_query(exact_spec: Path) -> None:
+    # the query shares no text with the prompt's end: scoring the whole query would score the prompt's answer
+    info = make_reward_func(exact_spec)(["1"], ["Q: the answer is 1. A: "], ["1"])
+    assert info["extra_logs"]["rewardflow/failed"].tolist() == [1.0]
+    assert torch.isnan(info["scores"][0])
 
 
 @pytest.mark.parametrize(
@@ -102,13 +127,15 @@ def test_failure_raises_never_zero(exact_spec: Path) -> None:
     [
         ("Q: 2+2? A: 4", "Q: 2+2? A: ", "4"),  # the usual case: the query starts with the prompt
         ("<s>Q: 2+2? A: 4</s>", "Q: 2+2? A: ", "4"),  # detokenisation added a BOS in front
-        ("A: 4<|im_end|>\n", "Q: 2+2? A: ", "A: 4"),  # prompt not found (truncated): whole query, marker stripped
+        ("A: 4<|im_end|>\n", "Q: 2+2? A: ", "4"),  # OpenRLHF truncated the prompt to its last tokens
+        ("answer is 4. A: no idea", "Q: answer is 4. A: ", "no idea"),  # truncated prompt holding the answer
+        ("4", "Q: 2+2? A: ", None),  # the query holds no end of the prompt: no response to score
         ("Q: 4 Q: 4", "Q: ", "4 Q: 4"),  # the response repeats the prompt text: cut at the first occurrence only
         ("Q: 4<|eot_id|><|end_of_text|>", "Q: ", "4"),  # several markers
         ("Q: </s> is a tag", "Q: ", "</s> is a tag"),  # a marker inside the text is kept
     ],
 )
-def test_split_response(query: str, prompt: str, expected: str) -> None:
+def test_split_response(query: str, prompt: str, expected: str | None) -> None:
     assert split_response(query, prompt) == expected
 
 
@@ -116,5 +143,5 @@ def test_a_model_reward_is_refused(tmp_path: Path) -> None:
     # OpenRLHF calls reward_func once per sample: a reward model there would run one forward pass per completion
     spec = tmp_path / "rm.yaml"
     spec.write_text("rewards:\n  - name: sim\n    reward: similarity\n")
-    with pytest.raises(ConfigError, match="reward_pretrain"):
+    with pytest.raises(ConfigError, match=r"reward\.model_name_or_path"):
         make_reward_func(spec)(["q 18"], ["q "], ["18"])
