@@ -6,8 +6,10 @@ function in a thread), ``SamplesGenerator._generate_vllm`` and ``_process_respon
 (``openrlhf/trainer/ppo_utils/samples_generator.py``: turns each response into an ``Experience`` and applies
 ``--algo.dynamic_filtering_enable``), and the argument parser and checks of ``openrlhf.cli.train_ppo_ray``.
 Faked: the vLLM engine (canned token ids, EOS included, from a tokenizer built on the spot), and, as OpenRLHF's own
-tests do, the ``ray``/``vllm`` modules those files import (nothing here launches Ray or vLLM). Not covered: the
-HTTP remote-RM client against ``rewardflow serve`` (the service does not exist yet, issue 13).
+tests do, the ``ray``/``vllm`` modules those files import (nothing here launches Ray or vLLM).
+
+Over HTTP: the same executor given ``--reward.remote_url http://.../get_reward`` posts with OpenRLHF's own
+``_fetch_rewards_via_http`` (aiohttp, 5 tries) to a real ``rewardflow serve`` subprocess on a loopback port.
 """
 
 from __future__ import annotations
@@ -191,12 +193,18 @@ def test_without_dynamic_filtering_the_failed_sample_is_a_flagged_finite_reward(
     assert experience.info["rewardflow/failed"].item() == 1.0
 
 
-def documented_flags(lang: str) -> list[str]:
-    """The flags of the training command in the docs page (en or zh): what users copy and paste."""
+def documented_command(lang: str, program: str, which: int = 0) -> list[str]:
+    """The ``which``-th bash command of the docs page (en or zh) that runs ``program``, as argv."""
     page = (ROOT / "docs" / lang / "integrations-openrlhf.md").read_text(encoding="utf-8")
     blocks = re.findall(r"^```bash\n(.*?)^```", page, flags=re.DOTALL | re.MULTILINE)
-    command = next(b for b in blocks if "openrlhf.cli.train_ppo_ray" in b)
-    argv = shlex.split(command.replace("\\\n", " "))
+    command = [b for b in blocks if program in b][which]
+    return shlex.split(command.replace("\\\n", " "))
+
+
+def documented_flags(lang: str, which: int = 0) -> list[str]:
+    """The flags of a training command in the docs page (en or zh): what users copy and paste. 0: the reward
+    file; 1: ``rewardflow serve``."""
+    argv = documented_command(lang, "openrlhf.cli.train_ppo_ray", which)
     assert argv[:3] == ["python3", "-m", "openrlhf.cli.train_ppo_ray"], argv[:3]
     return argv[3:]
 
@@ -238,8 +246,176 @@ def test_the_documented_flags_parse_and_pass_openrlhfs_checks(lang: str, monkeyp
     assert args.algo.dynamic_filtering_enable and list(args.algo.dynamic_filtering_range) == [-1e6, 1e6]
 
 
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_documented_http_setup_parses_and_matches_the_tested_server(lang: str, monkeypatch) -> None:
+    """The docs' ``rewardflow serve`` line is the one the failure-value test starts; its URL is what OpenRLHF gets."""
+    serve = documented_command(lang, "rewardflow serve")
+    assert serve[:2] == ["rewardflow", "serve"] and serve[3:5] == ["--port", "5000"]
+    assert serve[5:] == list(FAILURE_VALUE_ARGS)
+    args = parse_like_train_ppo_ray(documented_flags(lang, which=1), monkeypatch)
+    assert args.reward.remote_url == ["http://127.0.0.1:5000/get_reward"]
+    assert args.algo.dynamic_filtering_enable and list(args.algo.dynamic_filtering_range) == [-1e6, 1e6]
+
+
 @pytest.mark.parametrize("old", [["--remote_rm_url", "x.py"], ["--label_key", "answer"], ["--reward_pretrain", "m"]])
 def test_the_flags_of_the_old_docs_are_rejected(old: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as info:
         parse_like_train_ppo_ray([*documented_flags("en"), *old], monkeypatch)
     assert info.value.code == 2
+
+
+# --- OpenRLHF's own HTTP remote-RM client (``--reward.remote_url http://...``) against a real ``rewardflow serve``
+
+
+FAILURE_VALUE_ARGS = ("--failure-value", "-1e9")
+
+
+@pytest.fixture(scope="module")
+def serve_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = tmp_path_factory.mktemp("serve") / "spec.yaml"
+    spec.write_text("workers: 2\ntimeout: 10\nretries: 0\nrewards:\n  - name: accuracy\n    reward: gsm8k\n")
+    return spec
+
+
+@pytest.fixture(scope="module")
+def server(serve_spec: Path) -> Any:
+    """``rewardflow serve SPEC`` as a subprocess on a free loopback port, without ``--failure-value``."""
+    from tests.server.conftest import Server
+
+    with Server(serve_spec) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server_with_failure_value(serve_spec: Path) -> Any:
+    """The same spec served with ``--failure-value -1e9``, the sentinel the docs pair with dynamic filtering."""
+    from tests.server.conftest import Server
+
+    with Server(serve_spec, *FAILURE_VALUE_ARGS) as running:
+        yield running
+
+
+def http_executor(agent: Any, *servers: Any) -> Any:
+    """OpenRLHF's executor as ``--reward.remote_url URL [URL ...]`` builds it: no file, so rewards go over HTTP."""
+    executor = agent.SingleTurnAgentExecutor([s.url + "/get_reward" for s in servers])
+    assert executor.reward_func is None
+    return executor
+
+
+def answered(server: Any, code: int, token: str | None = None) -> float:
+    """How many ``/get_reward`` requests the server answered with ``code``, from its Prometheus ``/metrics``."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    text = httpx.get(server.url + "/metrics", headers=headers, timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("rewardflow_requests_total{") and 'route="/get_reward"' in line and f'code="{code}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_openrlhf_http_client_gets_rewards_from_rewardflow_serve(agent: Any, server: Any, tokenizer: Any) -> None:
+    """The whole executor path: canned generation, decoded query, OpenRLHF's aiohttp POST, its reading of the reply."""
+    executor = http_executor(agent, server)
+    before = answered(server, 200)
+    right = execute(executor, tokenizer, chat(QUESTION), "#### 72", "48 + 24 = 72. #### 72<|im_end|>")
+    wrong = execute(executor, tokenizer, chat(QUESTION), "#### 72", "#### 71<|im_end|>")
+    # OpenRLHF keeps its shard's reply as is: one-item lists, as from its own serve_rm.py
+    assert right["reward"] == [1.0] and right["scores"] == [1.0]
+    assert wrong["reward"] == [0.0] and wrong["scores"] == [0.0]
+    assert right["extra_logs"] == {"rewardflow/accuracy": [1.0], "rewardflow/failed": [0.0]}
+    assert answered(server, 200) == before + 2  # both went over HTTP
+
+
+def test_openrlhf_http_client_truncated_prompt_scores_only_the_response(agent, server, tokenizer) -> None:
+    executor = http_executor(agent, server)
+    prompt = chat(QUESTION + " A classmate wrote \\boxed{72} as the answer.")
+    n_prompt = len(tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
+    max_length = n_prompt - 10 + 16
+    out = execute(executor, tokenizer, prompt, "#### 72", "I am not sure.<|im_end|>", max_length=max_length)
+    assert len(out["observation_tokens"]) < n_prompt + 16 and out["reward"] == [0.0]
+    right = execute(executor, tokenizer, prompt, "#### 72", "#### 72<|im_end|>", max_length=max_length)
+    assert right["reward"] == [1.0]
+
+
+def test_openrlhf_http_client_shards_across_several_urls(agent: Any, server: Any, tokenizer: Any) -> None:
+    """``_fetch_rewards_via_http`` splits a batch across the URLs; each shard's reply is read in order."""
+    executor = http_executor(agent, server, server)
+    prompt = chat(QUESTION)
+    queries = [prompt + a for a in ("#### 72<|im_end|>", "#### 7<|im_end|>", "so 72. #### 72<|im_end|>")]
+    replies = asyncio.run(executor._fetch_rewards_via_http(queries, [prompt] * 3, ["#### 72"] * 3))
+    assert [r["rewards"] for r in replies] == [[1.0, 0.0], [1.0]]
+    assert [r["extra_logs"]["rewardflow/failed"] for r in replies] == [[0.0, 0.0], [0.0]]
+    # OpenRLHF 0.11.2 sends no empty shard: one query and two URLs is one request.
+    one = asyncio.run(executor._fetch_rewards_via_http([queries[0]], [prompt], ["#### 72"]))
+    assert [r["rewards"] for r in one] == [[1.0]]
+
+
+def test_the_empty_shard_of_older_openrlhf_clients_gets_empty_lists(server: Any) -> None:
+    """Older OpenRLHF clients (``remote_rm_fn``) posted empty lists to the servers left without a sample."""
+    import aiohttp
+
+    async def post() -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as session:
+            empty = {"query": [], "prompts": [], "labels": []}
+            async with session.post(server.url + "/get_reward", json=empty) as response:
+                return response.status, await response.json()
+
+    status, body = asyncio.run(post())
+    assert status == 200
+    assert body == {"rewards": [], "scores": [], "extra_logs": {"rewardflow/accuracy": [], "rewardflow/failed": []}}
+
+
+def test_failed_sample_without_failure_value_is_424_and_openrlhf_leaves_a_none_reward(agent, server, tokenizer):
+    """No label: gsm8k cannot score it. The 424 makes OpenRLHF's client retry 5 times, give up and log at INFO;
+    the sample's reward stays ``None``, which OpenRLHF's step cannot train on: the failure is loud, never a 0."""
+    executor = http_executor(agent, server)
+    before = answered(server, 424)
+    out = execute(executor, tokenizer, chat(QUESTION), None, "#### 72<|im_end|>")
+    assert out["reward"] is None and out["scores"] is None and out["extra_logs"] == {}
+    assert answered(server, 424) == before + 5  # OpenRLHF's try_max_times
+
+
+def test_failed_sample_with_failure_value_is_flagged_and_its_group_filtered(
+    agent, server_with_failure_value, tokenizer, samples_generator
+):
+    """``--failure-value -1e9``: the failed sample comes back flagged; OpenRLHF's dynamic filtering with the
+    documented range ``-1000000 1000000`` drops its whole group and draws a replacement prompt."""
+    executor = http_executor(agent, server_with_failure_value)
+    failed = execute(executor, tokenizer, chat(QUESTION), None, "#### 72<|im_end|>")
+    assert failed["reward"] == [-1e9] and failed["scores"] == [-1e9]
+    assert failed["extra_logs"] == {"rewardflow/accuracy": [-1e9], "rewardflow/failed": [1.0]}
+
+    labels = {"p0": [None, "#### 72", "#### 72", "#### 72"], "p1": ["#### 72"] * 4, "p2": ["#### 72"] * 4}
+    answers = ["#### 72<|im_end|>", "#### 70<|im_end|>", "#### 72<|im_end|>", "no<|im_end|>"]
+
+    def dispatch(prompts: list[str], labels_: list[str], images: Any = None, **_: Any) -> list[list[dict]]:
+        return [
+            [execute(executor, tokenizer, p, lab, a) for lab, a in zip(labels[p.split("|")[0]], answers, strict=True)]
+            for p in prompts
+        ]
+
+    def batches():
+        for key in ("p0", "p1", "p2"):
+            yield None, [f"{key}|{chat(QUESTION)}"], ["unused"], [None]
+
+    gen = samples_generator.SamplesGenerator.__new__(samples_generator.SamplesGenerator)
+    gen.args = SimpleNamespace(algo=SimpleNamespace(dynamic_filtering_range=[-1000000.0, 1000000.0]))
+    gen._dispatch_prompts_to_vllm = dispatch
+    experiences, consumed, _ = gen._generate_vllm(batches(), num_prompts=2, dynamic_filtering=True, max_len=512)
+    kept = sorted({e.prompts[0].split("|")[0] for e in experiences})
+    assert kept == ["p1", "p2"] and consumed == 3
+    rewards = torch.cat([e.rewards for e in experiences]).flatten()
+    assert rewards.tolist() == [1.0, 0.0, 1.0, 0.0] * 2
+    assert all(e.info["rewardflow/failed"].item() == 0.0 for e in experiences)
+
+
+def test_openrlhf_http_client_sends_no_bearer_token(agent: Any, serve_spec: Path, tokenizer: Any) -> None:
+    """OpenRLHF 0.11.2 posts without headers, so a server with ``$REWARDFLOW_TOKEN`` (required off loopback)
+    answers 401 to all 5 tries and the reward stays ``None``: the docs say to serve it on loopback."""
+    from tests.server.conftest import Server
+
+    with Server(serve_spec, env={"REWARDFLOW_TOKEN": "s3cret"}) as server:
+        out = execute(http_executor(agent, server), tokenizer, chat(QUESTION), "#### 72", "#### 72<|im_end|>")
+        assert out["reward"] is None
+        assert answered(server, 401, token="s3cret") == 5
