@@ -7,6 +7,7 @@ field of its own on the command line: it is read from ``$REWARDFLOW_TOKEN`` so i
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,6 +57,11 @@ class ServerConfig(BaseModel):
                 f"binding {self.host!r} exposes the service beyond this machine: set {TOKEN_ENV} "
                 "(clients send it as `Authorization: Bearer ...`), or bind 127.0.0.1"
             )
+        for name in ("failure_value", "retry_after", "request_timeout", "grace", "batch_wait_ms"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                # JSON has no NaN/Infinity: a non-finite stand-in reward would break every reply that carries it.
+                raise ConfigError(f"{name} must be a finite number, got {value}")
         if self.max_queue < self.max_batch:
             raise ConfigError(f"max_queue ({self.max_queue}) must be >= max_batch ({self.max_batch})")
         return self

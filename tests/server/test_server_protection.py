@@ -166,3 +166,20 @@ def test_sigterm_while_busy_answers_every_accepted_request(tmp_path: Path) -> No
         assert [x["status"] for x in r.json()["results"]] == ["ok", "ok"]
     with pytest.raises(httpx.TransportError):  # and it is gone: nothing accepts new work
         httpx.get(server.url + "/healthz", timeout=2)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_non_finite_failure_value_is_refused_at_start(tmp_path: Path, value: str) -> None:
+    """JSON has no NaN: a NaN stand-in used to be accepted, then every failed sample answered 500."""
+    spec = write_spec(tmp_path / "spec.yaml", "rewards:\n  - reward: gsm8k\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rewardflow.cli", "serve", str(spec), "--port", str(free_port())]
+        + ["--failure-value", value],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "failure_value must be a finite number" in proc.stderr
