@@ -172,9 +172,9 @@ def test_sigterm_while_busy_answers_every_accepted_request(tmp_path: Path) -> No
 def test_a_non_finite_failure_value_is_refused_at_start(tmp_path: Path, value: str) -> None:
     """JSON has no NaN: a NaN stand-in used to be accepted, then every failed sample answered 500."""
     spec = write_spec(tmp_path / "spec.yaml", "rewards:\n  - reward: gsm8k\n")
+    argv = [sys.executable, "-m", "rewardflow.cli", "serve", str(spec), "--port", str(free_port())]
     proc = subprocess.run(
-        [sys.executable, "-m", "rewardflow.cli", "serve", str(spec), "--port", str(free_port())]
-        + ["--failure-value", value],
+        [*argv, "--failure-value", value],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
