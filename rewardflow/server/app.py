@@ -6,6 +6,8 @@ Routes:
   :mod:`rewardflow.server.schemas`, behaviour in :class:`~rewardflow.server.service.Service`. In a running
   server the guard's fast path answers them; the FastAPI handlers here call the same service methods (they
   define the OpenAPI operations and serve an app used without the guard);
+* ``POST /run_code`` (SandboxFusion): one program run in rewardflow's sandbox, SandboxFusion's request and reply
+  (:mod:`rewardflow.server.run_code`); through FastAPI, behind the guard's token and body limits;
 * ``GET /healthz`` (the process answers), ``GET /readyz`` (spec loaded, reward workers up, not shutting down;
   503 otherwise), ``GET /metrics`` (Prometheus, :mod:`rewardflow.server.metrics`).
 
@@ -24,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rewardflow.server.config import ServerConfig
 from rewardflow.server.guard import TIMEOUT_HEADER, Guard, validation_body
+from rewardflow.server.run_code import CodeRunner, RunCodeRequest, RunCodeResponse
 from rewardflow.server.schemas import (
     ErrorResponse,
     OpenRLHFRequest,
@@ -62,6 +65,8 @@ def _timeout(request: Request) -> float | None:
 def create_app(spec: Spec, config: ServerConfig) -> Guard:
     """The ASGI app serving ``spec`` with ``config``: FastAPI inside a :class:`Guard`; ``.service`` is the service."""
     service = Service(spec, config)
+    # Sandboxed programs run on their own threads, as many as the server has reward workers.
+    runner = CodeRunner(config.workers or spec.workers, max_s=config.request_timeout, require=config.run_code_isolation)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:
@@ -70,10 +75,11 @@ def create_app(spec: Spec, config: ServerConfig) -> Guard:
             yield
         finally:
             await service.stop()
+            runner.close()
 
     app = FastAPI(
         title="rewardflow",
-        summary="Reward service: native typed results, OpenRLHF and slime dialects.",
+        summary="Reward service: native typed results, OpenRLHF, slime and SandboxFusion dialects.",
         version="1",
         lifespan=lifespan,
     )
@@ -113,6 +119,14 @@ def create_app(spec: Spec, config: ServerConfig) -> Guard:
     ) -> Any:
         """slime ``--rm-url``: one sample in, the reward as a bare JSON number (or a dict with ``?format=dict``)."""
         return JSONResponse(await service.slime(body, format == "dict", _timeout(request)))
+
+    @app.post("/run_code", response_model=RunCodeResponse, responses=_ERRORS, tags=["SandboxFusion"])
+    async def run_code(body: RunCodeRequest) -> Any:
+        """SandboxFusion ``/run_code``: run one program in the sandbox; ``Failed`` for the program's faults
+        (wrong exit, time limit, compile error), ``SandboxError`` only for the infrastructure."""
+        if service.state is not ServiceState.READY:
+            raise Rejected(503, f"service is {service.state.value}", {"Retry-After": str(config.retry_after)})
+        return JSONResponse((await runner.run(body)).model_dump(mode="json"))
 
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> dict[str, str]:

@@ -27,9 +27,12 @@ def serve(
         float | None, typer.Option(help="OpenRLHF/slime: value sent for a failed sample (flagged); unset: 424.")
     ] = None,
     label_column: Annotated[str, typer.Option(help="Column that OpenRLHF labels / slime label fill.")] = "answer",
+    run_code_isolation: Annotated[
+        str, typer.Option(help="/run_code: least sandbox isolation (rlimits, unshare, bwrap); else SandboxError.")
+    ] = "unshare",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
-    """Serve the spec over HTTP: /v1/score, /get_reward (OpenRLHF), /rm (slime), /healthz, /readyz, /metrics."""
+    """Serve the spec over HTTP: /v1/score, /get_reward (OpenRLHF), /rm (slime), /run_code (SandboxFusion), /metrics."""
     from rich.console import Console
 
     from rewardflow.errors import RewardflowError
@@ -52,6 +55,7 @@ def serve(
             batch_wait_ms=batch_wait_ms,
             failure_value=failure_value,
             label_column=label_column,
+            run_code_isolation=run_code_isolation,
         ).check()
         loaded = load_spec(spec)
     except (RewardflowError, ImportError, ValueError) as exc:

@@ -49,6 +49,12 @@ class ServerConfig(BaseModel):
         description="OpenRLHF/slime dialects: reward sent for a failed sample (flagged in the reply); "
         "unset: the request fails with 424 instead.",
     )
+    run_code_isolation: str = Field(
+        default="unshare",
+        pattern="^(rlimits|unshare|bwrap)$",
+        description="/run_code (SandboxFusion): the least sandbox isolation a program may run at; "
+        "below it the reply is SandboxError.",
+    )
 
     def check(self) -> ServerConfig:
         """Refuse to expose an unauthenticated service beyond this machine."""

@@ -35,7 +35,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-ROUTES = frozenset({"/v1/score", "/get_reward", "/rm", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+ROUTES = frozenset(
+    {"/v1/score", "/get_reward", "/rm", "/run_code", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+)
 #: Optional request header: the request's deadline in seconds (at most the server's ``request_timeout``).
 TIMEOUT_HEADER = b"x-rewardflow-timeout"
 _FAST: dict[str, type[BaseModel]] = {"/v1/score": ScoreRequest, "/get_reward": OpenRLHFRequest, "/rm": SlimeRequest}

@@ -17,7 +17,7 @@ from tests.server.conftest import Server
 
 schemathesis = pytest.importorskip("schemathesis")
 
-ROUTES = ("/v1/score", "/get_reward", "/rm", "/healthz", "/readyz", "/metrics")
+ROUTES = ("/v1/score", "/get_reward", "/rm", "/healthz", "/readyz", "/metrics", "/run_code")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def _operation(schema: Any, path: str) -> Any:
     raise AssertionError(f"{path} is not in the OpenAPI schema")
 
 
-CASES = [(p, "positive") for p in ROUTES] + [(p, "negative") for p in ROUTES[:3]]  # GET probes take no input
+CASES = [(p, "positive") for p in ROUTES] + [(p, "negative") for p in (*ROUTES[:3], "/run_code")]  # GET: no input
 
 
 @pytest.mark.parametrize(("path", "mode"), CASES)
