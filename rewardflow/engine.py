@@ -20,21 +20,33 @@ Combination: the value is ``sum(weight * component)``; if any component is not o
 component's status, its value is ``None``, and ``components`` still shows every component that did score. A
 *gate* component (``gate=True``) that scores <= 0 sets the value to 0.0, with a reason, e.g. a format check in
 front of an accuracy reward.
+
+Checks made at construction, before any worker starts: weights and timeouts must be finite; when ``columns`` is
+given, every parameter a reward requires must name a sample field or one of those columns
+(:meth:`Engine.check_columns`). A sync reward that worker processes could not import (a lambda, a closure, a
+function defined in a notebook cell or in ``python - <<EOF``) runs inline instead, with a warning, rather than
+failing on every row; an inline reward with a timeout gets one warning that the timeout cannot be enforced there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
+import os
+import pickle
+import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rewardflow.errors import ConfigError, EngineClosedError, InputError
-from rewardflow.reward import Kind, Reward, error_results, invoke, invoke_async, invoke_many
+from rewardflow.reward import Kind, Reward, check_timeout, error_results, invoke, invoke_async, invoke_many
 from rewardflow.types import RewardResult, Sample, Status
 
 __all__ = ["Component", "Engine"]
@@ -54,6 +66,25 @@ class Component:
     reward: Reward
     weight: float = 1.0
     gate: bool = False
+
+    def __post_init__(self) -> None:
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ConfigError(f"component {self.name!r}: weight must be a finite number, got {w!r}")
+
+
+def _not_importable(fn: Any) -> str | None:
+    """Why worker processes could not receive ``fn`` by reference, or ``None`` if they can."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    if getattr(target, "__module__", None) == "__main__":
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if not main_file or not os.path.isfile(main_file):
+            return "it is defined in __main__ without a file (stdin, -c, a notebook cell, the REPL)"
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:  # PicklingError, AttributeError ("Can't pickle local object"), TypeError
+        return f"it cannot be pickled ({type(exc).__name__}: {exc})"
+    return None
 
 
 class _LoopThread:
@@ -125,6 +156,8 @@ class Engine:
         concurrency: default in-flight limit for ``async`` rewards without their own.
         retries: retries of a sample whose worker process died (never for exceptions or timeouts).
         max_workers: hard cap on worker processes including spares standing in for hung calls.
+        columns: the dataset's columns, when known: a required reward parameter that names neither a sample
+            field nor one of them is a :class:`~rewardflow.errors.ConfigError` here, not an error on every row.
         worker_threads: OpenMP/BLAS/torch threads per worker process; default ``cpus // workers`` unless
             ``OMP_NUM_THREADS`` is set, ``0`` leaves the libraries' own defaults (oversubscribing the CPUs).
     """
@@ -141,19 +174,23 @@ class Engine:
         max_workers: int | None = None,
         start_method: str = "forkserver",
         worker_threads: int | None = None,
+        columns: Iterable[str] | None = None,
     ) -> None:
         from rewardflow.spec import Spec
 
+        explicit_timeout = timeout is not DEFAULT_TIMEOUT
         if isinstance(rewards, Spec):
             spec = rewards
             workers = spec.workers
             timeout = spec.timeout
+            explicit_timeout = "timeout" in spec.model_fields_set
             concurrency = spec.concurrency
             retries = spec.retries
             worker_threads = spec.worker_threads if spec.worker_threads is not None else worker_threads
             rewards = spec.components()
-        if timeout is not None and timeout <= 0:
-            raise ConfigError(f"timeout must be positive or None, got {timeout}")
+        check_timeout(timeout, "engine")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
         self.workers = workers
         self.timeout = timeout
         self.concurrency = concurrency
@@ -164,6 +201,9 @@ class Engine:
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
             raise ConfigError(f"component names must be unique, got {names}")
+        self.components = tuple(self._runnable(c, explicit_timeout) for c in self.components)
+        if columns is not None:
+            self.check_columns(columns)
         self._pool_args = {
             "workers": workers,
             "retries": retries,
@@ -219,6 +259,52 @@ class Engine:
         if isinstance(target, Reward) and name is not None and target.name != name:
             return Reward.wrap(target, name=name)
         return Reward.wrap(target, name=name, default_kind=self._default_kind)
+
+    def _runnable(self, comp: Component, explicit_timeout: bool) -> Component:
+        """Move a process reward that workers cannot import inline (with a warning); warn about inline timeouts."""
+        rw = comp.reward
+        if rw.kind is Kind.PROCESS:
+            why = _not_importable(rw.fn)
+            if why is not None:
+                warnings.warn(
+                    f"reward {comp.name!r} runs inline in this process, without worker isolation or a killable "
+                    f"timeout: {why}. To run it in worker processes, define it at the top level of a module file "
+                    "and pass its import path (my_module:my_reward)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                rw = Reward.wrap(rw, kind=Kind.INLINE)
+                return Component(comp.name, rw, comp.weight, comp.gate)
+        if rw.kind is Kind.INLINE and (rw.timeout is not None or (explicit_timeout and self.timeout is not None)):
+            timeout = rw.timeout if rw.timeout is not None else self.timeout
+            warnings.warn(
+                f"reward {comp.name!r} runs inline: its timeout of {timeout:g}s cannot be enforced (an inline call "
+                "cannot be interrupted); use kind='process' for a killable timeout",
+                UserWarning,
+                stacklevel=3,
+            )
+        return comp
+
+    def check_columns(self, columns: Iterable[str]) -> None:
+        """Raise :class:`ConfigError` if a reward requires a column that is not among ``columns``.
+
+        The message names the component, the parameter and the available columns. Parameters that name a
+        sample field, have a default, or that a ``**kwargs`` would absorb are never required.
+        """
+        have = sorted(set(columns))
+        for comp in self.components:
+            missing = comp.reward.plan.missing_columns(have)
+            if missing:
+                hint = ""
+                if comp.reward.kind.per_sample and not comp.reward.positional and len(comp.reward.plan.params) >= 2:
+                    hint = (
+                        "; parameters bind by name (prompt, completion, answer, ...), or by AReaL's positions "
+                        "only with @reward(positional=True)"
+                    )
+                raise ConfigError(
+                    f"reward {comp.name!r}: parameter {missing[0]!r} names no sample field and no column; "
+                    f"available columns: {', '.join(have) or 'none'}{hint}"
+                )
 
     # ------------------------------------------------------------------ public API
 
@@ -304,6 +390,11 @@ class Engine:
 
     @staticmethod
     def _prepare(samples: Iterable[Sample | Mapping[str, Any]]) -> list[Sample | RewardResult]:
+        if isinstance(samples, (Mapping, Sample, str, bytes)):
+            raise InputError(
+                f"score() takes a list of samples, got one {type(samples).__name__}; "
+                "wrap it in a list (engine.score([row])) or use ascore_one(row)"
+            )
         out: list[Sample | RewardResult] = []
         for i, item in enumerate(samples):
             if isinstance(item, Sample):
