@@ -423,34 +423,41 @@ def list_rewards() -> None:
 
 @app.command()
 def demo(
-    limit: Annotated[int | None, typer.Option(help="Score only the first N solutions.")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the scored rows here.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N solutions.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (>= 1).")] = 2,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the scored rows here (atomically).")
+    ] = None,
 ) -> None:
     """Score the embedded GSM8K example solutions with `gsm8k` and report agreement with their labels."""
     from rewardflow.data import gsm8k_examples
     from rewardflow.engine import Engine
+    from rewardflow.jsonl import AtomicOutput
 
     rows = list(gsm8k_examples(limit))
     err.print(f"GSM8K example model solutions (MIT, (c) 2021 OpenAI): {len(rows)} labelled rows")
     summary = Summary()
     lines = (json.dumps(r) for r in rows)
-    buffer: IO[str]
-    with (
-        Engine("gsm8k", workers=workers, timeout=10.0) as engine,
-        output.open("w", encoding="utf-8") if output else _Sink() as buffer,
-    ):
-        collector = _Collector(buffer)
-        score_stream(
-            engine,
-            lines,
-            collector,
-            total=len(rows),
-            prompt_key="prompt",
-            completion_key="completion",
-            summary=summary,
-            description="gsm8k",
-        )
+    with _handled():
+        sink = AtomicOutput(output) if output is not None else None
+    collector = _Collector(sink if sink is not None else _Sink())
+    try:
+        with Engine("gsm8k", workers=workers, timeout=10.0) as engine:
+            score_stream(
+                engine,
+                lines,
+                collector,
+                total=len(rows),
+                prompt_key="prompt",
+                completion_key="completion",
+                summary=summary,
+                description="gsm8k",
+            )
+    except BaseException as exc:
+        _stopped(exc, sink, summary)
+        raise
+    if sink is not None:
+        sink.commit()
     agree = sum(1 for r in collector.rows if r["status"] == "ok" and (r["reward"] >= 0.5) == bool(r["is_correct"]))
     err.print(summary.table(title="rewardflow demo: gsm8k"))
     Console().print(f"agreement with labels: [bold]{agree} / {len(rows)}[/bold]")
