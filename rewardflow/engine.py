@@ -201,7 +201,10 @@ class Engine:
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
             raise ConfigError(f"component names must be unique, got {names}")
-        self.components = tuple(self._runnable(c, explicit_timeout) for c in self.components)
+        # names of process rewards that run inline because workers could not import them (see _runnable)
+        self._inline: frozenset[str] = frozenset(
+            c.name for c in self.components if not self._runnable(c, explicit_timeout)
+        )
         if columns is not None:
             self.check_columns(columns)
         self._pool_args = {
@@ -218,7 +221,7 @@ class Engine:
             weakref.WeakKeyDictionary()
         )
         self._closed = False
-        self._all_inline = all(c.reward.kind is Kind.INLINE for c in self.components)
+        self._all_inline = all(c.reward.kind is Kind.INLINE or c.name in self._inline for c in self.components)
         self._single = self.components[0] if len(self.components) == 1 else None
 
     @classmethod
@@ -260,8 +263,13 @@ class Engine:
             return Reward.wrap(target, name=name)
         return Reward.wrap(target, name=name, default_kind=self._default_kind)
 
-    def _runnable(self, comp: Component, explicit_timeout: bool) -> Component:
-        """Move a process reward that workers cannot import inline (with a warning); warn about inline timeouts."""
+    def _runnable(self, comp: Component, explicit_timeout: bool) -> bool:
+        """Whether ``comp`` can run as declared; ``False`` for a process reward that workers cannot import.
+
+        Such a reward runs inline instead, with a warning. Its :class:`Reward` keeps its declared kind, so an
+        adapter that must refuse it (AReaL: a lambda cannot be shipped to AReaL's workers either) still can.
+        Also warns once about an inline reward's timeout, which cannot be enforced.
+        """
         rw = comp.reward
         if rw.kind is Kind.PROCESS:
             why = _not_importable(rw.fn)
@@ -273,8 +281,7 @@ class Engine:
                     UserWarning,
                     stacklevel=3,
                 )
-                rw = Reward.wrap(rw, kind=Kind.INLINE)
-                return Component(comp.name, rw, comp.weight, comp.gate)
+                return False
         if rw.kind is Kind.INLINE and (rw.timeout is not None or (explicit_timeout and self.timeout is not None)):
             timeout = rw.timeout if rw.timeout is not None else self.timeout
             warnings.warn(
@@ -283,7 +290,7 @@ class Engine:
                 UserWarning,
                 stacklevel=3,
             )
-        return comp
+        return True
 
     def check_columns(self, columns: Iterable[str]) -> None:
         """Raise :class:`ConfigError` if a reward requires a column that is not among ``columns``.
@@ -489,7 +496,7 @@ class Engine:
     async def _run(self, comp: Component, samples: list[Sample]) -> list[RewardResult]:
         rw = comp.reward
         timeout = rw.timeout if rw.timeout is not None else self.timeout
-        if rw.kind is Kind.INLINE:
+        if rw.kind is Kind.INLINE or comp.name in self._inline:
             return [invoke(rw, s) for s in samples]
         if rw.kind is Kind.PROCESS:
             return await self._run_process(comp, samples, timeout)
@@ -562,7 +569,11 @@ class Engine:
             if self._pool is None:
                 from rewardflow.executors.process import ProcessPool
 
-                rewards = {c.name: c.reward for c in self.components if c.reward.kind is Kind.PROCESS}
+                rewards = {
+                    c.name: c.reward
+                    for c in self.components
+                    if c.reward.kind is Kind.PROCESS and c.name not in self._inline
+                }
                 self._pool = ProcessPool(rewards, **self._pool_args)
             return self._pool
 
