@@ -35,6 +35,12 @@ def slow(completion, answer):
 """
 
 
+def default_sigint() -> None:
+    """Children start with Ctrl-C handled, as in a terminal, even when pytest runs in a background job
+    (where the shell hands down SIGINT as ignored, and an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def env() -> dict[str, str]:
     out = dict(os.environ)
     out.pop("PYTHONPATH", None)  # the installed command must find its rewards without help
@@ -182,6 +188,7 @@ def _start_slow_run(tmp_path: Path, rows: int = 20_000) -> tuple[subprocess.Pope
         env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # wait for the first scored batch to reach the temporary file
