@@ -381,11 +381,11 @@ def score(
         raise typer.Exit(EXIT_STRICT)
 
 
-def _stopped(exc: BaseException, sink: Any, summary: Summary) -> None:
+def _stopped(exc: BaseException, sink: Any, summary: Summary, stream: str = "stdout") -> None:
     """After a run stopped early: keep the rows written so far (``.partial``) and say so, or discard an empty file."""
     config_error = isinstance(exc, typer.Exit) and summary.rows == 0
     if sink is None:
-        where = "stdout"
+        where = stream
     elif config_error:
         sink.discard()
         return
@@ -454,7 +454,7 @@ def demo(
                 description="gsm8k",
             )
     except BaseException as exc:
-        _stopped(exc, sink, summary)
+        _stopped(exc, sink, summary, stream="no file (no --output)")
         raise
     if sink is not None:
         sink.commit()

@@ -146,6 +146,10 @@ def test_gzip_input_as_file_and_stream(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()
     report = json.loads(proc.stdout)
     assert (report["rows"], report["agreed"], report["compared"]) == (20, 20, 20)
+    data = (tmp_path / "labelled.jsonl.gz").read_bytes()
+    proc = rf("eval", "-", "-r", "gsm8k", "--no-figure", "--json", cwd=tmp_path, stdin=data)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout)["agreed"] == 20
 
 
 def test_invalid_utf8_is_an_error_row_unless_replace(tmp_path: Path) -> None:
