@@ -1,47 +1,142 @@
 """The ``rewardflow`` command line: ``score``, ``list``, ``demo`` (and ``eval``).
 
 Contract of ``score``: exactly one output line per input line, in input order. A line that is not a JSON object,
-or lacks the completion, becomes an error row naming its line number; nothing is dropped. Results go to ``-o``
-(or stdout); the progress bar and the summary go to stderr, so stdout stays clean JSONL when piped.
+lacks the completion, or is not valid UTF-8 becomes an error row naming its line number; nothing is dropped.
+Results go to ``-o`` (or stdout); the progress bar, warnings and the summary go to stderr, so stdout stays clean
+JSONL when piped.
+
+What users do and what happens (each is a test in ``tests/test_cli_user.py``):
+
+* Input is streamed in one pass: a file, ``-`` for stdin, a pipe or ``<(...)``; gzip is recognised by its bytes.
+* ``-o`` is written to a temporary file in its folder and renamed into place at the end: a run that fails never
+  truncates an existing file, ``-o`` naming the input is refused, and an interrupted run (Ctrl-C, SIGTERM) keeps
+  the rows written so far in ``<output>.partial`` and says so on stderr.
+* Errors are one line on stderr (``--debug`` anywhere on the command line adds the traceback). Exit codes:
+  0 success, 1 rows not ok under ``--strict`` (or agreement below ``--min-agreement``), 2 usage or configuration
+  error (found before any worker starts), 3 an unexpected internal error, 130 interrupted, 141 stdout closed
+  by the reader (``| head``).
+* Rewards are imported from the current directory too, as ``python -m`` does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import nullcontext
+import traceback
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rewardflow.errors import RewardflowError
+from rewardflow.errors import ConfigError, RewardflowError
 from rewardflow.server.command import serve as _serve_command
 from rewardflow.types import RewardResult, Sample, Status
+
+EXAMPLES = """Examples:
+
+  rewardflow score rollouts.jsonl -r gsm8k -o scored.jsonl
+
+  cat rollouts.jsonl.gz | rewardflow score - -r spec.yaml > scored.jsonl
+
+  rewardflow score rollouts.jsonl -r my_pkg.rewards:brevity --strict
+
+  rewardflow eval --demo
+
+  rewardflow list
+
+Exit codes: 0 ok, 1 rows not ok under --strict, 2 usage or config error, 3 internal error, 130 interrupted."""
 
 app = typer.Typer(
     name="rewardflow",
     help="Score RL rollouts with rule rewards, LLM judges and reward models: never silently wrong.",
+    epilog=EXAMPLES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, highlight=False)
 
 _OUTPUT_KEYS = ("reward", "status", "reason", "components", "latency_ms")
 _BATCH = 512
+EXIT_STRICT = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 
-def build_engine(reward: str, workers: int | None, timeout: float | None) -> Any:
+class _State:
+    """Per-invocation flags (``--debug``), set by :func:`main` or the app callback."""
+
+    debug = False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same orderly stop as Ctrl-C."""
+
+
+class EncodingErrors(str, Enum):
+    strict = "strict"
+    replace = "replace"
+
+
+def _error(message: str) -> None:
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+
+
+@contextmanager
+def _handled() -> Iterator[None]:
+    """Turn a :class:`RewardflowError` into one line on stderr and exit code 2 (traceback with ``--debug``)."""
+    try:
+        yield
+    except RewardflowError as exc:
+        if _State.debug:
+            traceback.print_exc()
+        _error(str(exc))
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"rewardflow {version('rewardflow')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (also accepted after the command).")] = False,
+) -> None:
+    """Score RL rollouts with rule rewards, LLM judges and reward models: never silently wrong."""
+    _State.debug = _State.debug or debug
+
+
+def build_engine(reward: str, workers: int | None, timeout: float | None, columns: Any = None) -> Any:
     """An engine for ``--reward``: a spec file (``.yaml``/``.yml``) or a reward name / import path."""
     from rewardflow.engine import Engine
+    from rewardflow.reward import check_timeout
     from rewardflow.spec import load_spec
 
+    check_timeout(timeout, "--timeout")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
     if reward.endswith((".yaml", ".yml")):
         spec = load_spec(reward)
         updates: dict[str, Any] = {}
@@ -49,36 +144,43 @@ def build_engine(reward: str, workers: int | None, timeout: float | None) -> Any
             updates["workers"] = workers
         if timeout is not None:
             updates["timeout"] = timeout
-        return Engine(spec.model_copy(update=updates) if updates else spec)
-    return Engine(reward, workers=workers or 2, timeout=timeout if timeout is not None else 10.0)
+        if updates:  # model_copy skips validation: the values were checked above
+            spec = spec.model_copy(update=updates)
+            spec.model_fields_set.update(updates)
+        return Engine(spec, columns=columns)
+    options: dict[str, Any] = {"workers": workers if workers is not None else 2}
+    if timeout is not None:
+        options["timeout"] = timeout
+    return Engine(reward, columns=columns, **options)
 
 
 def read_rows(
-    lines: Iterator[str], prompt_key: str, completion_key: str
+    lines: Iterable[Any], prompt_key: str, completion_key: str
 ) -> Iterator[tuple[dict[str, Any] | None, Any]]:
-    """Yield ``(input_object_or_None, Sample_or_error_result)`` per line; never raises on bad input."""
-    from rewardflow.errors import InputError
+    """Yield ``(input_object_or_None, Sample_or_error_result)`` per line; never raises on bad input.
 
-    for number, line in enumerate(lines, start=1):
+    ``lines`` holds :class:`rewardflow.jsonl.Line` items (or plain strings, numbered from 1).
+    """
+    from rewardflow.errors import InputError
+    from rewardflow.jsonl import Line
+    from rewardflow.types import json_type
+
+    for number, item in enumerate(lines, start=1):
+        line = item if isinstance(item, Line) else Line(number, item)
+        number = line.number
+        if line.text is None:
+            yield None, RewardResult(None, Status.ERROR, f"line {number}: {line.problem}")
+            continue
         try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            obj = json.loads(line.text)
+        except json.JSONDecodeError as exc:
             yield (
                 None,
-                RewardResult(
-                    None,
-                    Status.ERROR,
-                    f"line {number}: malformed JSON ({exc.msg} at column {exc.colno})"
-                    if isinstance(exc, json.JSONDecodeError)
-                    else f"line {number}: {exc}",
-                ),
+                RewardResult(None, Status.ERROR, f"line {number}: malformed JSON ({exc.msg} at column {exc.colno})"),
             )
             continue
         if not isinstance(obj, dict):
-            yield (
-                None,
-                RewardResult(None, Status.ERROR, f"line {number}: expected a JSON object, got {type(obj).__name__}"),
-            )
+            yield None, RewardResult(None, Status.ERROR, f"line {number}: expected a JSON object, got {json_type(obj)}")
             continue
         try:
             yield obj, Sample.from_row(obj, prompt_key=prompt_key, completion_key=completion_key)
@@ -99,10 +201,11 @@ def output_row(obj: dict[str, Any] | None, result: RewardResult, line: int) -> d
 
 
 class Summary:
-    """Running totals for the end-of-run table."""
+    """Running totals for the end-of-run table (and the interruption notice)."""
 
     def __init__(self) -> None:
         self.rows = 0
+        self.read = 0
         self.by_status: dict[str, int] = {s.value: 0 for s in Status}
         self.values: list[float] = []
         self.latencies: list[float] = []
@@ -146,32 +249,16 @@ def _progress() -> Progress:
     )
 
 
-def _count_lines(path: Path, *, skip_blank: bool) -> int | None:
-    """Lines of a (possibly gzipped) JSONL file, for the progress bar; ``None`` if it cannot be read."""
-    import gzip
-
-    try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
-            return sum(1 for line in f if not skip_blank or line.strip())
-    except OSError:
-        return None
-
-
-def _engine_for(input: Path, reward: str, workers: int | None, timeout: float | None) -> Any:
-    """Check the input exists and build the engine, or exit with code 2 and a one-line error."""
-    if not input.exists():
-        err.print(f"[red]error:[/red] input file {str(input)!r} does not exist")
-        raise typer.Exit(2)
-    try:
-        return build_engine(reward, workers, timeout)
-    except RewardflowError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+def _with_line(result: RewardResult, line: int) -> RewardResult:
+    """A non-ok result's reason prefixed with its input line (reasons from rewards carry none)."""
+    if result.status is Status.OK or (result.reason or "").startswith(f"line {line}:"):
+        return result
+    return dataclasses.replace(result, reason=f"line {line}: {result.reason or 'no reason given'}")
 
 
 def score_stream(
     engine: Any,
-    lines: Iterator[str],
+    lines: Iterable[Any],
     out: IO[str],
     *,
     total: int | None,
@@ -180,25 +267,44 @@ def score_stream(
     summary: Summary,
     description: str = "scoring",
 ) -> None:
-    """Score JSONL lines in batches and write one output line per input line, in order."""
+    """Score JSONL lines in batches and write one output line per input line, in order.
+
+    Before the first batch is scored (so before any worker starts), the columns of that batch are checked
+    against what the rewards require (:meth:`Engine.check_columns`): a parameter no row provides is a
+    :class:`ConfigError`, not an error on every row.
+    """
     with _progress() as progress:
         task = progress.add_task(description, total=total)
         batch: list[tuple[dict[str, Any] | None, Any]] = []
         line = 0
+        checked = False
 
         def flush() -> None:
-            nonlocal line
+            nonlocal line, checked
             samples = [item for _, item in batch if isinstance(item, Sample)]
+            if not checked and samples:
+                columns: set[str] = set()
+                for sample in samples:
+                    columns.update(sample.row)
+                engine.check_columns(columns)
+                checked = True
             scored = iter(engine.score(samples)) if samples else iter(())
+            results: list[RewardResult] = []
+            text: list[str] = []
             for obj, item in batch:
                 line += 1
-                result = next(scored) if isinstance(item, Sample) else item
+                result = _with_line(next(scored), line) if isinstance(item, Sample) else item
+                results.append(result)
+                text.append(json.dumps(output_row(obj, result, line), ensure_ascii=False) + "\n")
+            out.write("".join(text))  # one write per batch: an interruption never splits a batch's count
+            out.flush()
+            for result in results:
                 summary.add(result)
-                out.write(json.dumps(output_row(obj, result, line), ensure_ascii=False) + "\n")
             progress.advance(task, len(batch))
             batch.clear()
 
         for pair in read_rows(lines, prompt_key, completion_key):
+            summary.read += 1
             batch.append(pair)
             if len(batch) >= _BATCH:
                 flush()
@@ -206,37 +312,99 @@ def score_stream(
             flush()
 
 
-@app.command()
+def _check_paths(input: str, output: Path | None) -> None:
+    from rewardflow.jsonl import same_file
+
+    if output is not None and same_file(input, output):
+        raise ConfigError(f"--output {str(output)!r} is the input file; write the results to another file")
+
+
+def _timeout_option(value: float | None) -> float | None:
+    from rewardflow.reward import check_timeout
+
+    try:
+        check_timeout(value, "--timeout")
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc).split(": ", 1)[-1]) from exc
+    return value
+
+
+@app.command(epilog=EXAMPLES)
 def score(
-    input: Annotated[Path, typer.Argument(help="JSONL file: one object per line with `prompt`, `completion`, ...")],
+    input: Annotated[str, typer.Argument(help="JSONL input (.jsonl, .jsonl.gz, or - for stdin): one object per line.")],
     reward: Annotated[str, typer.Option("--reward", "-r", help="Reward name, import path, or spec file (.yaml).")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output JSONL (default: stdout).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Per-call timeout in seconds.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes for sync rewards.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output JSONL, written atomically (default: stdout).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Per-call timeout in seconds (finite, > 0).", callback=_timeout_option)
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes for sync rewards (>= 1).")] = None,
     prompt_key: Annotated[str, typer.Option(help="Column holding the prompt.")] = "prompt",
     completion_key: Annotated[str, typer.Option(help="Column holding the completion.")] = "completion",
     strict: Annotated[bool, typer.Option(help="Exit with code 1 if any row is not ok.")] = False,
+    encoding_errors: Annotated[
+        EncodingErrors,
+        typer.Option(help="Invalid UTF-8: 'strict' makes the line an error row, 'replace' substitutes U+FFFD."),
+    ] = EncodingErrors.strict,
 ) -> None:
     """Score every line of INPUT; write the input object plus reward, status, reason, components, latency_ms."""
-    engine = _engine_for(input, reward, workers, timeout)
+    from rewardflow.jsonl import AtomicOutput, open_input, read_lines
+
     summary = Summary()
-    with (
-        engine,
-        input.open("r", encoding="utf-8", errors="replace") as src,
-        output.open("w", encoding="utf-8") if output else nullcontext(sys.stdout) as dst,
-    ):
-        score_stream(
-            engine,
-            src,
-            dst,
-            total=_count_lines(input, skip_blank=False),
-            prompt_key=prompt_key,
-            completion_key=completion_key,
-            summary=summary,
-        )
+    with _handled():
+        _check_paths(input, output)
+        src = open_input(input)
+        engine = build_engine(reward, workers, timeout)
+        sink = AtomicOutput(output) if output is not None else None
+    dst: Any = sink if sink is not None else sys.stdout
+    try:
+        with _handled(), engine:
+            score_stream(
+                engine,
+                read_lines(src, errors=encoding_errors.value),
+                dst,
+                total=None,
+                prompt_key=prompt_key,
+                completion_key=completion_key,
+                summary=summary,
+            )
+    except BaseException as exc:
+        _stopped(exc, sink, summary)
+        raise
+    finally:
+        if input != "-":
+            src.close()
+    if sink is not None:
+        sink.commit()
     err.print(summary.table())
     if strict and summary.by_status["ok"] != summary.rows:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_STRICT)
+
+
+def _stopped(exc: BaseException, sink: Any, summary: Summary, stream: str = "stdout") -> None:
+    """After a run stopped early: keep the rows written so far (``.partial``) and say so, or discard an empty file."""
+    config_error = isinstance(exc, typer.Exit) and summary.rows == 0
+    if sink is None:
+        where = stream
+    elif config_error:
+        sink.discard()
+        return
+    else:
+        partial = sink.keep_partial()
+        where = str(partial)
+        with open(partial, "rb") as f:  # the rows really in the file, whatever the signal interrupted
+            summary.rows = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    if isinstance(exc, KeyboardInterrupt):
+        err.print(
+            f"interrupted: {summary.rows} of {summary.read} rows read were written to {escape(where)}", soft_wrap=True
+        )
+    elif isinstance(exc, BrokenPipeError):
+        pass
+    elif not isinstance(exc, typer.Exit):
+        err.print(
+            f"stopped: {summary.rows} of {summary.read} rows read were written to {escape(where)}", soft_wrap=True
+        )
 
 
 @app.command("list")
@@ -249,16 +417,18 @@ def list_rewards() -> None:
     table.add_column("what scores 1 / what it does")
     table.add_column("datasets")
     for entry in default_registry().entries():
-        extra = f" [dim]\\[{entry.extra}][/dim]" if entry.extra else ""
-        table.add_row(entry.name + extra, entry.description, ", ".join(entry.datasets))
+        extra = f" [dim]{escape(f'[{entry.extra}]')}[/dim]" if entry.extra else ""
+        table.add_row(escape(entry.name) + extra, escape(entry.description), escape(", ".join(entry.datasets)))
     Console().print(table)
 
 
 @app.command()
 def demo(
-    limit: Annotated[int | None, typer.Option(help="Score only the first N solutions.")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the scored rows here.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N solutions.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (>= 1).")] = 2,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the scored rows here (atomically).")
+    ] = None,
     code: Annotated[bool, typer.Option("--code", help="HumanEval in the sandbox instead (canonical + wrong).")] = False,
 ) -> None:
     """Score the embedded GSM8K example solutions with `gsm8k` and report agreement with their labels."""
@@ -268,27 +438,32 @@ def demo(
         raise typer.Exit(run_demo(workers=workers, limit=limit))
     from rewardflow.data import gsm8k_examples
     from rewardflow.engine import Engine
+    from rewardflow.jsonl import AtomicOutput
 
     rows = list(gsm8k_examples(limit))
     err.print(f"GSM8K example model solutions (MIT, (c) 2021 OpenAI): {len(rows)} labelled rows")
     summary = Summary()
     lines = (json.dumps(r) for r in rows)
-    buffer: IO[str]
-    with (
-        Engine("gsm8k", workers=workers, timeout=10.0) as engine,
-        output.open("w", encoding="utf-8") if output else _Sink() as buffer,
-    ):
-        collector = _Collector(buffer)
-        score_stream(
-            engine,
-            lines,
-            collector,
-            total=len(rows),
-            prompt_key="prompt",
-            completion_key="completion",
-            summary=summary,
-            description="gsm8k",
-        )
+    with _handled():
+        sink = AtomicOutput(output) if output is not None else None
+    collector = _Collector(sink if sink is not None else _Sink())
+    try:
+        with Engine("gsm8k", workers=workers, timeout=10.0) as engine:
+            score_stream(
+                engine,
+                lines,
+                collector,
+                total=len(rows),
+                prompt_key="prompt",
+                completion_key="completion",
+                summary=summary,
+                description="gsm8k",
+            )
+    except BaseException as exc:
+        _stopped(exc, sink, summary, stream="no file (no --output)")
+        raise
+    if sink is not None:
+        sink.commit()
     agree = sum(1 for r in collector.rows if r["status"] == "ok" and (r["reward"] >= 0.5) == bool(r["is_correct"]))
     err.print(summary.table(title="rewardflow demo: gsm8k"))
     Console().print(f"agreement with labels: [bold]{agree} / {len(rows)}[/bold]")
@@ -296,10 +471,10 @@ def demo(
         raise typer.Exit(1)
 
 
-@app.command("eval")
+@app.command("eval", epilog=EXAMPLES)
 def eval_command(
     input: Annotated[
-        Path | None, typer.Argument(help="JSONL (or .jsonl.gz) with completions and a label column.")
+        str | None, typer.Argument(help="JSONL (.jsonl, .jsonl.gz, or - for stdin) with completions and labels.")
     ] = None,
     reward: Annotated[
         str | None, typer.Option("--reward", "-r", help="Reward name, import path, or spec file (.yaml).")
@@ -318,10 +493,16 @@ def eval_command(
     demo: Annotated[
         bool, typer.Option("--demo", help="Use the embedded GSM8K example solutions (reward gsm8k, label is_correct).")
     ] = False,
-    workers: Annotated[int | None, typer.Option(help="Worker processes for sync rewards.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Per-call timeout in seconds.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes for sync rewards (>= 1).")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Per-call timeout in seconds (finite, > 0).", callback=_timeout_option)
+    ] = None,
     prompt_key: Annotated[str, typer.Option(help="Column holding the prompt.")] = "prompt",
     completion_key: Annotated[str, typer.Option(help="Column holding the completion.")] = "completion",
+    encoding_errors: Annotated[
+        EncodingErrors,
+        typer.Option(help="Invalid UTF-8: 'strict' makes the line an error row, 'replace' substitutes U+FFFD."),
+    ] = EncodingErrors.strict,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of a table.")] = False,
     min_agreement: Annotated[
         float | None, typer.Option(help="Exit with code 1 if agreement is below this fraction.")
@@ -329,17 +510,26 @@ def eval_command(
 ) -> None:
     """Agreement of a reward with a label column: confusion matrix, precision/recall, disagreements, PNG."""
     from rewardflow.evaluate import demo_input, evaluate, plot_report
+    from rewardflow.jsonl import same_file
 
     if demo:
-        input = input or demo_input()
+        input = input or str(demo_input())
         reward = reward or "gsm8k"
         err.print("GSM8K example model solutions (MIT, (c) 2021 OpenAI): 5,276 labelled rows")
     if input is None or reward is None:
-        err.print("[red]error:[/red] give INPUT and --reward (or --demo for the embedded GSM8K solutions)")
-        raise typer.Exit(2)
-    engine = _engine_for(input, reward, workers, timeout)
-    with engine, _progress() as progress:
-        task = progress.add_task(f"eval {reward}", total=_count_lines(input, skip_blank=True))
+        _error("give INPUT and --reward (or --demo for the embedded GSM8K solutions)")
+        raise typer.Exit(EXIT_USAGE)
+    with _handled():
+        if input != "-" and not Path(input).is_file():
+            raise ConfigError(f"input {input!r} does not exist or is not a file")
+        for path in (disagreements, figure):
+            if same_file(input, path):
+                raise ConfigError(f"{str(path)!r} is the input file; choose another path")
+        if not no_figure:
+            _needs_matplotlib()
+        engine = build_engine(reward, workers, timeout)
+    with _handled(), engine, _progress() as progress:
+        task = progress.add_task(f"eval {reward}", total=None)
         report = evaluate(
             input,
             reward,
@@ -350,19 +540,27 @@ def eval_command(
             prompt_key=prompt_key,
             completion_key=completion_key,
             progress=lambda done: progress.update(task, completed=done),
+            encoding_errors=encoding_errors.value,
         )
     if not no_figure:
-        try:
+        with _handled():
             plot_report(report, figure)
-        except RewardflowError as exc:
-            err.print(f"[red]error:[/red] {exc} (or pass --no-figure)")
-            raise typer.Exit(2) from exc
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
         Console().print(_eval_table(report))
     if min_agreement is not None and (report.agreement or 0.0) < min_agreement:
         raise typer.Exit(1)
+
+
+def _needs_matplotlib() -> None:
+    """Fail before scoring, not after, when the PNG cannot be drawn."""
+    from rewardflow.errors import MissingDependencyError
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"{MissingDependencyError('matplotlib', 'eval')} (or pass --no-figure)") from exc
 
 
 def _eval_table(report: Any) -> Table:
@@ -389,6 +587,9 @@ class _Sink:
     def write(self, text: str) -> int:
         return len(text)
 
+    def flush(self) -> None:
+        return None
+
     def __enter__(self) -> _Sink:
         return self
 
@@ -404,17 +605,93 @@ class _Collector:
         self.rows: list[dict[str, Any]] = []
 
     def write(self, text: str) -> int:
-        self.rows.append(json.loads(text))
+        self.rows.extend(json.loads(line) for line in text.splitlines())
         return self.target.write(text)
 
+    def flush(self) -> None:
+        self.target.flush()
 
 # `rewardflow serve` lives in rewardflow/server (needs the `server` extra only when run).
 app.command("serve")(_serve_command)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def _one_line_warning(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", soft_wrap=True)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _import_from_cwd() -> None:
+    """Make rewards importable from the current directory, as ``python -m`` and pytest do (workers too)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    paths = os.environ.get("PYTHONPATH", "")
+    if cwd not in paths.split(os.pathsep):
+        os.environ["PYTHONPATH"] = cwd + (os.pathsep + paths if paths else "")
+
+
+def _click_exceptions() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """Abort and usage-error classes: typer >= 0.16 vendors click (``typer._click``), older releases use click."""
+    aborts: list[type[BaseException]] = [typer.Abort]
+    usage: list[type[BaseException]] = [typer.TyperException] if hasattr(typer, "TyperException") else []
+    usage.append(type(typer.BadParameter("x")).__mro__[1])  # UsageError of the click typer runs on
+    try:
+        import click
+
+        aborts.append(click.exceptions.Abort)
+        usage.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(aborts), tuple(usage)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: exit codes, one-line errors, SIGTERM as an orderly stop."""
+    aborts, usage_errors = _click_exceptions()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        args.remove("--debug")
+        _State.debug = True
+    _import_from_cwd()
+    if not _State.debug:
+        warnings.showwarning = _one_line_warning
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    code: Any
+    try:
+        code = app(args=args, prog_name="rewardflow", standalone_mode=False)
+    except aborts:  # Ctrl-C / SIGTERM outside a scoring loop (click wraps KeyboardInterrupt)
+        err.print("interrupted")
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except usage_errors as exc:
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            _error(str(exc))
+        code = EXIT_USAGE
+    except BrokenPipeError:
+        # the reader of stdout went away (`| head`): stop quietly, without Python's "Exception ignored" at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
+    except RewardflowError as exc:
+        if _State.debug:
+            traceback.print_exc()
+        _error(str(exc))
+        code = EXIT_USAGE
+    except Exception as exc:
+        if _State.debug:
+            traceback.print_exc()
+        _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        code = EXIT_INTERNAL
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

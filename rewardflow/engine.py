@@ -20,21 +20,33 @@ Combination: the value is ``sum(weight * component)``; if any component is not o
 component's status, its value is ``None``, and ``components`` still shows every component that did score. A
 *gate* component (``gate=True``) that scores <= 0 sets the value to 0.0, with a reason, e.g. a format check in
 front of an accuracy reward.
+
+Checks made at construction, before any worker starts: weights and timeouts must be finite; when ``columns`` is
+given, every parameter a reward requires must name a sample field or one of those columns
+(:meth:`Engine.check_columns`). A sync reward that worker processes could not import (a lambda, a closure, a
+function defined in a notebook cell or in ``python - <<EOF``) runs inline instead, with a warning, rather than
+failing on every row; an inline reward with a timeout gets one warning that the timeout cannot be enforced there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
+import os
+import pickle
+import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rewardflow.errors import ConfigError, EngineClosedError, InputError
-from rewardflow.reward import Kind, Reward, error_results, invoke, invoke_async, invoke_many
+from rewardflow.reward import Kind, Reward, check_timeout, error_results, invoke, invoke_async, invoke_many
 from rewardflow.types import RewardResult, Sample, Status
 
 __all__ = ["Component", "Engine"]
@@ -54,6 +66,25 @@ class Component:
     reward: Reward
     weight: float = 1.0
     gate: bool = False
+
+    def __post_init__(self) -> None:
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ConfigError(f"component {self.name!r}: weight must be a finite number, got {w!r}")
+
+
+def _not_importable(fn: Any) -> str | None:
+    """Why worker processes could not receive ``fn`` by reference, or ``None`` if they can."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    if getattr(target, "__module__", None) == "__main__":
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if not main_file or not os.path.isfile(main_file):
+            return "it is defined in __main__ without a file (stdin, -c, a notebook cell, the REPL)"
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:  # PicklingError, AttributeError ("Can't pickle local object"), TypeError
+        return f"it cannot be pickled ({type(exc).__name__}: {exc})"
+    return None
 
 
 class _Interrupted(Exception):
@@ -146,6 +177,8 @@ class Engine:
         concurrency: default in-flight limit for ``async`` rewards without their own.
         retries: retries of a sample whose worker process died (never for exceptions or timeouts).
         max_workers: hard cap on worker processes including spares standing in for hung calls.
+        columns: the dataset's columns, when known: a required reward parameter that names neither a sample
+            field nor one of them is a :class:`~rewardflow.errors.ConfigError` here, not an error on every row.
         worker_threads: OpenMP/BLAS/torch threads per worker process; default ``cpus // workers`` unless
             ``OMP_NUM_THREADS`` is set, ``0`` leaves the libraries' own defaults (oversubscribing the CPUs).
     """
@@ -162,19 +195,23 @@ class Engine:
         max_workers: int | None = None,
         start_method: str = "forkserver",
         worker_threads: int | None = None,
+        columns: Iterable[str] | None = None,
     ) -> None:
         from rewardflow.spec import Spec
 
+        explicit_timeout = timeout is not DEFAULT_TIMEOUT
         if isinstance(rewards, Spec):
             spec = rewards
             workers = spec.workers
             timeout = spec.timeout
+            explicit_timeout = "timeout" in spec.model_fields_set
             concurrency = spec.concurrency
             retries = spec.retries
             worker_threads = spec.worker_threads if spec.worker_threads is not None else worker_threads
             rewards = spec.components()
-        if timeout is not None and timeout <= 0:
-            raise ConfigError(f"timeout must be positive or None, got {timeout}")
+        check_timeout(timeout, "engine")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
         self.workers = workers
         self.timeout = timeout
         self.concurrency = concurrency
@@ -185,6 +222,12 @@ class Engine:
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
             raise ConfigError(f"component names must be unique, got {names}")
+        # names of process rewards that run inline because workers could not import them (see _runnable)
+        self._inline: frozenset[str] = frozenset(
+            c.name for c in self.components if not self._runnable(c, explicit_timeout)
+        )
+        if columns is not None:
+            self.check_columns(columns)
         self._pool_args = {
             "workers": workers,
             "retries": retries,
@@ -199,7 +242,7 @@ class Engine:
             weakref.WeakKeyDictionary()
         )
         self._closed = False
-        self._all_inline = all(c.reward.kind is Kind.INLINE for c in self.components)
+        self._all_inline = all(c.reward.kind is Kind.INLINE or c.name in self._inline for c in self.components)
         self._single = self.components[0] if len(self.components) == 1 else None
 
     @classmethod
@@ -240,6 +283,56 @@ class Engine:
         if isinstance(target, Reward) and name is not None and target.name != name:
             return Reward.wrap(target, name=name)
         return Reward.wrap(target, name=name, default_kind=self._default_kind)
+
+    def _runnable(self, comp: Component, explicit_timeout: bool) -> bool:
+        """Whether ``comp`` can run as declared; ``False`` for a process reward that workers cannot import.
+
+        Such a reward runs inline instead, with a warning. Its :class:`Reward` keeps its declared kind, so an
+        adapter that must refuse it (AReaL: a lambda cannot be shipped to AReaL's workers either) still can.
+        Also warns once about an inline reward's timeout, which cannot be enforced.
+        """
+        rw = comp.reward
+        if rw.kind is Kind.PROCESS:
+            why = _not_importable(rw.fn)
+            if why is not None:
+                warnings.warn(
+                    f"reward {comp.name!r} runs inline in this process, without worker isolation or a killable "
+                    f"timeout: {why}. To run it in worker processes, define it at the top level of a module file "
+                    "and pass its import path (my_module:my_reward)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                return False
+        if rw.kind is Kind.INLINE and (rw.timeout is not None or (explicit_timeout and self.timeout is not None)):
+            timeout = rw.timeout if rw.timeout is not None else self.timeout
+            warnings.warn(
+                f"reward {comp.name!r} runs inline: its timeout of {timeout:g}s cannot be enforced (an inline call "
+                "cannot be interrupted); use kind='process' for a killable timeout",
+                UserWarning,
+                stacklevel=3,
+            )
+        return True
+
+    def check_columns(self, columns: Iterable[str]) -> None:
+        """Raise :class:`ConfigError` if a reward requires a column that is not among ``columns``.
+
+        The message names the component, the parameter and the available columns. Parameters that name a
+        sample field, have a default, or that a ``**kwargs`` would absorb are never required.
+        """
+        have = sorted(set(columns))
+        for comp in self.components:
+            missing = comp.reward.plan.missing_columns(have)
+            if missing:
+                hint = ""
+                if comp.reward.kind.per_sample and not comp.reward.positional and len(comp.reward.plan.params) >= 2:
+                    hint = (
+                        "; parameters bind by name (prompt, completion, answer, ...), or by AReaL's positions "
+                        "only with @reward(positional=True)"
+                    )
+                raise ConfigError(
+                    f"reward {comp.name!r}: parameter {missing[0]!r} names no sample field and no column; "
+                    f"available columns: {', '.join(have) or 'none'}{hint}"
+                )
 
     # ------------------------------------------------------------------ public API
 
@@ -328,6 +421,11 @@ class Engine:
 
     @staticmethod
     def _prepare(samples: Iterable[Sample | Mapping[str, Any]]) -> list[Sample | RewardResult]:
+        if isinstance(samples, (Mapping, Sample, str, bytes)):
+            raise InputError(
+                f"score() takes a list of samples, got one {type(samples).__name__}; "
+                "wrap it in a list (engine.score([row])) or use ascore_one(row)"
+            )
         out: list[Sample | RewardResult] = []
         for i, item in enumerate(samples):
             if isinstance(item, Sample):
@@ -422,7 +520,7 @@ class Engine:
     async def _run(self, comp: Component, samples: list[Sample]) -> list[RewardResult]:
         rw = comp.reward
         timeout = rw.timeout if rw.timeout is not None else self.timeout
-        if rw.kind is Kind.INLINE:
+        if rw.kind is Kind.INLINE or comp.name in self._inline:
             return [invoke(rw, s) for s in samples]
         if rw.kind is Kind.PROCESS:
             return await self._run_process(comp, samples, timeout)
@@ -497,7 +595,11 @@ class Engine:
             if self._pool is None:
                 from rewardflow.executors.process import ProcessPool
 
-                rewards = {c.name: c.reward for c in self.components if c.reward.kind is Kind.PROCESS}
+                rewards = {
+                    c.name: c.reward
+                    for c in self.components
+                    if c.reward.kind is Kind.PROCESS and c.name not in self._inline
+                }
                 self._pool = ProcessPool(rewards, **self._pool_args)
             return self._pool
 

@@ -12,6 +12,10 @@ Rules that keep the numbers honest:
   happens to agree with a negative label). Agreement, precision and recall are over ``ok`` rows with a label.
 * A label must be a bool, 0/1, or one of "true"/"false"/"yes"/"no"/"1"/"0" (any case); anything else (or a
   missing label) is a ``bad_label`` row, reported, not guessed.
+* A label column that no row of the first chunk has is a :class:`~rewardflow.errors.ConfigError` naming the
+  columns that are there (a typo in ``--label`` must not report "0 / 0" and succeed).
+* Input is read in one streaming pass by :mod:`rewardflow.jsonl`: ``-`` for stdin, gzip by magic bytes, invalid
+  UTF-8 an error row naming its line and byte offset.
 * matplotlib is imported only to draw (``pip install 'rewardflow[eval]'``), through its object API (no pyplot,
   no global backend switch), so evaluating inside another program leaves its plotting state alone.
 
@@ -20,7 +24,6 @@ Out of the box, :func:`demo_input` is the packaged GSM8K example solutions (5,27
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -28,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from rewardflow.errors import InputError, MissingDependencyError
+from rewardflow.errors import ConfigError, InputError, MissingDependencyError
 from rewardflow.types import RewardResult, Sample, Status
 
 __all__ = ["EvalReport", "demo_input", "evaluate", "parse_label", "plot_report", "read_jsonl"]
@@ -115,23 +118,36 @@ class EvalReport:
         return out
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """``(line_number, object, None)`` per JSON-object line, or ``(line_number, None, problem)``; ``.gz`` works."""
-    p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8", errors="replace") as f:  # type: ignore[operator]
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
+def read_jsonl(
+    path: str | Path, *, encoding_errors: str = "strict"
+) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """``(line_number, object, None)`` per JSON-object line, or ``(line_number, None, problem)``; blank lines skipped.
+
+    ``path`` may be ``-`` (stdin) or gzipped; see :mod:`rewardflow.jsonl`.
+    """
+    from rewardflow.jsonl import open_input, read_lines
+    from rewardflow.types import json_type
+
+    stream = open_input(path)
+    try:
+        for line in read_lines(stream, errors=encoding_errors):  # type: ignore[arg-type]
+            if line.text is None:
+                yield line.number, None, line.problem
+                continue
+            if not line.text.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line.text)
             except json.JSONDecodeError as exc:
-                yield number, None, f"malformed JSON ({exc.msg} at column {exc.colno})"
+                yield line.number, None, f"malformed JSON ({exc.msg} at column {exc.colno})"
                 continue
             if not isinstance(obj, dict):
-                yield number, None, f"expected a JSON object, got {type(obj).__name__}"
+                yield line.number, None, f"expected a JSON object, got {json_type(obj)}"
                 continue
-            yield number, obj, None
+            yield line.number, obj, None
+    finally:
+        if str(path) != "-":
+            stream.close()
 
 
 def evaluate(
@@ -147,6 +163,7 @@ def evaluate(
     prompt_key: str = "prompt",
     completion_key: str = "completion",
     progress: Any = None,
+    encoding_errors: str = "strict",
 ) -> EvalReport:
     """Score ``input_path`` with ``reward`` and compare with the ``label`` column (see the module docstring).
 
@@ -168,14 +185,20 @@ def evaluate(
             sink = open(disagreements, "w", encoding="utf-8")  # closed in the finally below
             report.disagreements_path = str(disagreements)
         chunk: list[tuple[int, dict[str, Any] | None, str | None]] = []
-        for item in read_jsonl(input_path):
+        first = True
+        for item in read_jsonl(input_path, encoding_errors=encoding_errors):
             chunk.append(item)
             if len(chunk) >= _CHUNK:
+                if first:
+                    _check_label(chunk, label)
+                    first = False
                 _score_chunk(engine, chunk, report, sink, prompt_key, completion_key)
                 chunk = []
                 if progress is not None:
                     progress(report.rows)
         if chunk:
+            if first:
+                _check_label(chunk, label)
             _score_chunk(engine, chunk, report, sink, prompt_key, completion_key)
             if progress is not None:
                 progress(report.rows)
@@ -185,6 +208,17 @@ def evaluate(
         if owned:
             engine.close()
     return report
+
+
+def _check_label(chunk: list[tuple[int, dict[str, Any] | None, str | None]], label: str) -> None:
+    """Raise :class:`ConfigError` when rows were read but none of them has the label column."""
+    objects = [obj for _, obj, _ in chunk if obj is not None]
+    if objects and not any(label in obj for obj in objects):
+        columns = sorted({key for obj in objects for key in obj})
+        raise ConfigError(
+            f"label column {label!r} is in none of the first {len(objects)} rows; columns: {', '.join(columns)} "
+            "(choose one with --label)"
+        )
 
 
 def _score_chunk(

@@ -20,13 +20,14 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import inspect
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from rewardflow.errors import ConfigError, UnknownRewardError
+from rewardflow.errors import ConfigError, RewardflowError, UnknownRewardError
 
 __all__ = ["ENTRY_POINT_GROUP", "Entry", "Registry", "default_registry", "register", "resolve"]
 
@@ -63,7 +64,12 @@ def import_target(path: str) -> Callable[..., Any]:
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise UnknownRewardError(path, detail=f"no module named {exc.name!r}") from exc
-        raise  # the module exists but one of its own imports is missing: show the real error
+        # the module exists but one of its own imports is missing: say which
+        raise ConfigError(f"importing {module_name!r} for reward {path!r} failed: {exc}") from exc
+    except RewardflowError:  # already one clear line (a missing extra: "pip install 'rewardflow[judge]'")
+        raise
+    except Exception as exc:  # the module itself raised at import: one line, the cause chained
+        raise ConfigError(f"importing {module_name!r} for reward {path!r} failed: {type(exc).__name__}: {exc}") from exc
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -138,7 +144,8 @@ class Registry:
         with self._lock:
             candidates = list(self._entries) + list(self._datasets)
         candidates += list(self._plugins())
-        return difflib.get_close_matches(name.lower(), candidates, n=3, cutoff=0.6)
+        # a name that is both an entry and a dataset alias is offered once
+        return list(dict.fromkeys(difflib.get_close_matches(name.lower(), candidates, n=6, cutoff=0.6)))[:3]
 
 
 def _detail(exc: UnknownRewardError) -> str | None:
@@ -157,10 +164,34 @@ def _build(
         except TypeError as exc:
             raise ConfigError(f"reward {label!r}: bad params {dict(params or {})}: {exc}") from exc
     if params:
+        _check_params(target, params, label)
         bound = functools.partial(target, **params)
         bound.__name__ = getattr(target, "__name__", label)  # type: ignore[attr-defined]
         return bound
     return target
+
+
+def _check_params(target: Callable[..., Any], params: Mapping[str, Any], label: str) -> None:
+    """Refuse ``params`` a plain reward function does not name (a ``**kwargs`` for row columns does not count).
+
+    Without this an unknown param (a typo, a setting of another reward) is silently swallowed by ``**row``.
+    """
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    named = [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    unknown = [k for k in params if k not in named]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], named, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"reward {label!r}: unknown params {sorted(unknown)}; it accepts {', '.join(named) or 'none'}{hint}"
+        )
 
 
 def _builtin_entries() -> list[Entry]:

@@ -16,12 +16,28 @@ batch in one call, e.g. a reward model) and ``group`` (one call per group of com
 
 Binding is computed once per reward (:class:`CallPlan`) so the per-sample cost is a dictionary build and a call.
 A dataset column named like a sample field (``prompt``) never shadows that field and never raises.
+
+The binding rule, by name first:
+
+* a parameter named like a sample field (``prompt``, ``completion``/``completions``/``response``/``solution_str``,
+  ``prompt_ids``, ``completion_ids``, ``group``, ``sample``) receives that field;
+* any other name is a dataset column of that name (a parameter with a default may be absent);
+* AReaL's positional convention (the first four parameters are prompt, completion, prompt ids, completion ids
+  whatever they are called) applies only when the callable opts in with ``@reward(positional=True)``. Names
+  that merely sit in those positions are never filled by position: ``def r(pred, answer)`` does not receive the
+  prompt as ``pred``.
+
+Columns are known only when data arrives, so a parameter that names no field is checked against the columns
+when they are declared (``Engine(..., columns=[...])``: a :class:`~rewardflow.errors.ConfigError` at
+construction naming the parameter and the available columns; the CLI declares the columns of its first batch)
+and otherwise per row (an error result naming the parameter and the row's columns). Timeouts must be finite.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +92,18 @@ _BATCH_FIELDS: dict[str, str] = {
 }
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_timeout(timeout: Any, what: str) -> None:
+    """Raise :class:`ConfigError` unless ``timeout`` is ``None`` or a finite number of seconds > 0."""
+    if timeout is None:
+        return
+    if not _is_number(timeout) or not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigError(f"{what}: timeout must be a finite number of seconds > 0, got {timeout!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class _Param:
     name: str
@@ -93,7 +121,8 @@ class CallPlan:
     batch: bool
 
     @classmethod
-    def build(cls, fn: Callable[..., Any], *, batch: bool = False) -> CallPlan:
+    def build(cls, fn: Callable[..., Any], *, batch: bool = False, positional: bool = False) -> CallPlan:
+        """The plan for ``fn``; ``positional=True`` opts in to AReaL's positional slots (module docstring)."""
         try:
             sig = inspect.signature(fn)
         except (TypeError, ValueError) as exc:  # builtins without signatures
@@ -112,7 +141,8 @@ class CallPlan:
             if p.name in fields:
                 params.append(_Param(p.name, "field", fields[p.name], has_default))
             elif (
-                not batch
+                positional
+                and not batch
                 and position < len(_AREAL_POSITIONAL)
                 and not has_default
                 and p.kind
@@ -126,12 +156,22 @@ class CallPlan:
             else:
                 params.append(_Param(p.name, "column", p.name, has_default))
             position += 1
-        if any(p.source == "field" for p in params) or batch:
-            # Once a parameter is matched by name, the rest are bound by name too (no positional guessing).
-            params = [
-                p if p.source != "positional" else _Param(p.name, "column", p.name, p.has_default) for p in params
-            ]
         return cls(tuple(params), var_keyword, batch)
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        """Dataset columns every row must have (parameters that name no field and have no default)."""
+        return tuple(p.key for p in self.params if p.source == "column" and not p.has_default)
+
+    def missing_columns(self, columns: Any) -> list[str]:
+        """The required columns absent from ``columns`` (an iterable of column names)."""
+        have = set(columns)
+        return [c for c in self.required_columns if c not in have]
+
+    @staticmethod
+    def _missing(name: str, columns: Any) -> LookupError:
+        have = ", ".join(sorted(columns)) or "none"
+        return LookupError(f"missing column {name!r} required by parameter {name!r}; the row has columns: {have}")
 
     def kwargs(self, sample: Sample) -> dict[str, Any]:
         """Keyword arguments for one sample. Raises ``LookupError`` naming a missing required column."""
@@ -148,7 +188,7 @@ class CallPlan:
                     continue
                 if p.has_default:
                     continue
-                raise LookupError(f"missing field {p.key!r} required by the reward")
+                raise self._missing(p.key, row)
             out[p.name] = value
         if self.var_keyword:
             for key, value in row.items():
@@ -168,7 +208,7 @@ class CallPlan:
             elif p.key in columns:
                 out[p.name] = [s.row.get(p.key) for s in samples]
             elif not p.has_default:
-                raise LookupError(f"missing field {p.key!r} required by the reward")
+                raise self._missing(p.key, columns)
         if self.var_keyword:
             for key in sorted(columns):
                 if key not in out:
@@ -184,6 +224,7 @@ class RewardOptions:
     kind: Kind | None = None
     timeout: float | None = None
     concurrency: int | None = None
+    positional: bool = False
 
 
 def reward(
@@ -193,14 +234,22 @@ def reward(
     kind: str | Kind | None = None,
     timeout: float | None = None,
     concurrency: int | None = None,
+    positional: bool = False,
 ) -> Any:
     """Mark a callable as a reward with default options; the function itself is returned unchanged.
 
     Usable bare (``@reward``) or with options (``@reward(kind="inline", timeout=2)``). The function stays a
     plain module-level function, so it can still be called directly and pickled by reference into workers.
+    ``positional=True`` fills the first four parameters with AReaL's prompt, completion, prompt ids and
+    completion ids whatever their names (without it, parameters bind by name only).
     """
+    check_timeout(timeout, "@reward")
     opts = RewardOptions(
-        name=name, kind=Kind(kind) if kind is not None else None, timeout=timeout, concurrency=concurrency
+        name=name,
+        kind=Kind(kind) if kind is not None else None,
+        timeout=timeout,
+        concurrency=concurrency,
+        positional=positional,
     )
 
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -226,11 +275,11 @@ class Reward:
     kind: Kind
     timeout: float | None = None
     concurrency: int | None = None
+    positional: bool = False
     plan: CallPlan = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"reward {self.name!r}: timeout must be positive, got {self.timeout}")
+        check_timeout(self.timeout, f"reward {self.name!r}")
         if self.concurrency is not None and self.concurrency < 1:
             raise ConfigError(f"reward {self.name!r}: concurrency must be >= 1, got {self.concurrency}")
         is_async = _is_async(self.fn)
@@ -239,7 +288,8 @@ class Reward:
         if self.kind is Kind.ASYNC and not is_async:
             raise ConfigError(f"reward {self.name!r} has kind 'async' but is not an `async def` callable")
         if self.plan is None:
-            object.__setattr__(self, "plan", CallPlan.build(self.fn, batch=not self.kind.per_sample))
+            plan = CallPlan.build(self.fn, batch=not self.kind.per_sample, positional=self.positional)
+            object.__setattr__(self, "plan", plan)
 
     @property
     def is_async(self) -> bool:
@@ -260,7 +310,7 @@ class Reward:
         if isinstance(fn, Reward):
             base = fn
             fn = base.fn
-            opts = RewardOptions(base.name, base.kind, base.timeout, base.concurrency)
+            opts = RewardOptions(base.name, base.kind, base.timeout, base.concurrency, base.positional)
         else:
             opts = getattr(fn, "__rewardflow__", None) or RewardOptions()
         if not callable(fn):
@@ -277,6 +327,7 @@ class Reward:
             kind=resolved_kind,
             timeout=timeout if timeout is not None else opts.timeout,
             concurrency=concurrency if concurrency is not None else opts.concurrency,
+            positional=opts.positional,
         )
 
 

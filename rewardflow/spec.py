@@ -37,12 +37,16 @@ class RewardSpec(BaseModel):
 
     reward: str = Field(description="Built-in name (`rewardflow list`), dataset name, or import path `pkg.mod:fn`.")
     name: str | None = Field(default=None, description="Component name in results; defaults to `reward`.")
-    weight: float = Field(default=1.0, description="Multiplier of this component in the total.")
+    weight: float = Field(
+        default=1.0, allow_inf_nan=False, description="Multiplier of this component in the total (finite)."
+    )
     gate: bool = Field(default=False, description="If true, a value <= 0 here sets the total to 0.")
     kind: Literal["process", "inline", "async", "batch", "group"] | None = Field(
         default=None, description="How to run it; by default decided from the callable (async def -> async)."
     )
-    timeout: float | None = Field(default=None, gt=0, description="Per-call timeout in seconds for this reward.")
+    timeout: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Per-call timeout in seconds for this reward (finite)."
+    )
     concurrency: int | None = Field(default=None, ge=1, description="Max in-flight calls (async/group rewards).")
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the reward.")
 
@@ -58,7 +62,9 @@ class Spec(BaseModel):
 
     rewards: list[RewardSpec] = Field(min_length=1, description="The reward components, at least one.")
     workers: int = Field(default=2, ge=1, description="Worker processes for sync (process-kind) rewards.")
-    timeout: float | None = Field(default=10.0, gt=0, description="Default per-call timeout in seconds.")
+    timeout: float | None = Field(
+        default=10.0, gt=0, allow_inf_nan=False, description="Default per-call timeout in seconds (finite)."
+    )
     concurrency: int = Field(default=64, ge=1, description="Default in-flight limit for async rewards.")
     retries: int = Field(default=1, ge=0, description="Retries of a sample whose worker process died.")
     worker_threads: int | None = Field(

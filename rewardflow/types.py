@@ -65,17 +65,17 @@ class Sample:
         from rewardflow.errors import InputError
 
         if not isinstance(row, Mapping):
-            raise InputError(f"a row must be a JSON object, got {type(row).__name__}")
+            raise InputError(f"a row must be a JSON object, got {json_type(row)}")
         if completion_key not in row:
             raise InputError(f"missing field {completion_key!r}")
         completion = row[completion_key]
         prompt = row.get(prompt_key, "")
         if not isinstance(completion, str):
-            raise InputError(f"field {completion_key!r} must be a string, got {type(completion).__name__}")
+            raise InputError(f"field {completion_key!r} must be a string, got {json_type(completion)}")
         if prompt is None:
             prompt = ""
         if not isinstance(prompt, str):
-            raise InputError(f"field {prompt_key!r} must be a string, got {type(prompt).__name__}")
+            raise InputError(f"field {prompt_key!r} must be a string, got {json_type(prompt)}")
         group = row.get("group")
         extra = {k: v for k, v in row.items() if k not in (prompt_key, completion_key) and k not in RESERVED_COLUMNS}
         return cls(
@@ -86,6 +86,23 @@ class Sample:
             group=None if group is None else str(group),
             row=extra,
         )
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a Python value's type (``object``, ``array``, ``string``, ``number``, ``boolean``, ``null``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
 
 
 def _ids(value: Any, name: str) -> list[int] | None:

@@ -27,6 +27,15 @@ def hang_or_score(completion: str) -> float:
     return 1.0
 
 
+def hang_marker_or_score(completion: str, marker_dir: str) -> float:
+    """Like :func:`hang_or_score`, but a hang first records when it started (CLOCK_MONOTONIC, shared by processes)."""
+    if completion == "hang":
+        Path(marker_dir, f"{os.getpid()}-{time.monotonic_ns()}").write_text(repr(time.monotonic()))
+        while True:
+            pass
+    return 1.0
+
+
 def crashes(completion: str) -> float:
     if completion == "exit":
         os._exit(3)

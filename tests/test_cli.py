@@ -46,7 +46,7 @@ def test_score_end_to_end_keeps_every_line(tmp_path: Path) -> None:
     assert rows[0]["reward"] == 1.0 and rows[0]["id"] == 1 and rows[0]["components"] == {"gsm8k": 1.0}
     assert rows[1]["line"] == 2 and rows[1]["reason"].startswith("line 2: malformed JSON")
     assert rows[2]["id"] == 3 and rows[2]["reason"] == "line 3: missing field 'completion'"
-    assert rows[3]["reason"] == "line 4: expected a JSON object, got list"
+    assert rows[3]["reason"] == "line 4: expected a JSON object, got array"  # JSON's type names
     assert rows[4]["reward"] == 0.0 and rows[4]["input_reward"] == 9  # the input's own column is kept
     assert rows[5]["reward"] == 1.0  # a 200 kB completion, thousands separator in the answer
     assert rows[6]["reason"].startswith("line 7: malformed JSON")

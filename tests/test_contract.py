@@ -25,8 +25,9 @@ def areal(prompt, completions, prompt_ids, completion_ids, **data):
     return float(completions == data["answer"])
 
 
+@reward(positional=True)
 def renamed_positional(p, c, pi, ci, **data):
-    # AReaL calls rewards positionally; names that mean nothing to us still get the four slots in order
+    # opted in to AReaL's positional convention: names that mean nothing to us get the four slots in order
     return float(c == data["answer"] and p.startswith("What") and pi == [1, 2] and ci == [3])
 
 
@@ -67,6 +68,65 @@ def test_column_named_like_a_field_does_not_raise_or_shadow() -> None:
         return float(prompt == "real prompt" and completions == "4" and "prompt" not in data)
 
     assert score_inline(fn, sample).value == 1.0
+
+
+def pred_answer(pred, answer):
+    return float(pred == answer)
+
+
+def test_unknown_names_are_never_filled_by_position() -> None:
+    # issue 11: `def r(pred, answer)` used to receive the prompt as `pred` and score a correct answer 0.0 "ok"
+    result = score_inline(pred_answer, Sample("What is 2+2?", "4", row={"answer": "4"}))
+    assert result.status is Status.ERROR and result.value is None
+    assert "parameter 'pred'" in result.reason and "columns: answer" in result.reason
+    # a column of that name binds it
+    assert score_inline(pred_answer, Sample("q", "x", row={"pred": "4", "answer": "4"})).value == 1.0
+
+
+def test_declared_columns_turn_a_mismatch_into_a_config_error_at_construction() -> None:
+    with pytest.raises(ConfigError, match=r"parameter 'pred' names no sample field.*available columns: answer, id"):
+        Engine(pred_answer, kind="inline", columns=["answer", "id"])
+    Engine(keyword_style, kind="inline", columns=["answer"]).close()  # field + present column: fine
+    Engine(verl_style, kind="inline", columns=["data_source", "ground_truth"]).close()  # default param may be absent
+    with pytest.raises(ConfigError, match="positional=True"):
+        Engine(lambda p, c, pi, ci: 1.0, kind="inline", columns=["answer"])
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_non_finite_weights_and_timeouts_are_config_errors(bad: float) -> None:
+    with pytest.raises(ConfigError, match="weight must be a finite number"):
+        Engine({"a": (keyword_style, bad)}, kind="inline")
+    with pytest.raises(ConfigError, match="timeout must be a finite number"):
+        Engine(keyword_style, kind="inline", timeout=bad)
+    with pytest.raises(ConfigError, match="timeout must be a finite number"):
+        Reward.wrap(keyword_style, timeout=bad)
+    with pytest.raises(ConfigError, match="timeout must be a finite number"):
+        reward(timeout=bad)
+
+
+def test_score_of_a_single_row_is_an_error_not_its_keys() -> None:
+    from rewardflow.errors import InputError
+
+    with Engine(keyword_style, kind="inline") as engine, pytest.raises(InputError, match="wrap it in a list"):
+        engine.score({"completion": "4", "answer": "4"})
+
+
+def test_unpicklable_reward_falls_back_to_inline_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="runs inline in this process") as caught:
+        engine = Engine(lambda completion: float(completion == "4"), workers=1)
+    with engine:
+        assert [r.value for r in engine.score([{"completion": "4"}, {"completion": "5"}])] == [1.0, 0.0]
+        assert engine.pool is None  # no worker process was started for it
+    assert len(caught) == 1
+
+
+def test_inline_reward_with_a_timeout_warns_that_it_cannot_be_enforced() -> None:
+    @reward(kind="inline", timeout=2)
+    def cheap(completion: str) -> float:
+        return 1.0
+
+    with pytest.warns(UserWarning, match="cannot be enforced"):
+        Engine(cheap).close()
 
 
 def test_missing_column_is_an_error_naming_it() -> None:

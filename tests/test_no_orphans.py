@@ -52,6 +52,9 @@ def test_no_child_process_is_left_behind(how: str, tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C must reach the child even when pytest runs in a background job, whose shell hands SIGINT down
+        # as ignored (an ignored signal stays ignored across exec)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None

@@ -1,4 +1,8 @@
-"""Reliability of the process pool: each test checks one adversarial property, with a time bound."""
+"""Reliability of the process pool: each test checks one adversarial property.
+
+Time bounds here are hang guards only (a hung call that would run for minutes, a bound of a minute or two), never
+speed targets: the suite must pass on a machine whose cores are saturated by other work (speed lives in bench/).
+"""
 
 from __future__ import annotations
 
@@ -24,11 +28,11 @@ def samples(*completions: str) -> list[Sample]:
 def test_sleeping_reward_times_out_and_others_finish() -> None:
     start = time.monotonic()
     with Engine(_rewards.sleepy, workers=2, timeout=1.0) as engine:
-        results = engine.score(samples("sleep 0", "sleep 60", "sleep 0", "sleep 0"))
-    assert time.monotonic() - start < 20
+        results = engine.score(samples("sleep 0", "sleep 600", "sleep 0", "sleep 0"))
+    assert time.monotonic() - start < 120  # hang guard: the 600 s call was not waited for
     assert [r.status for r in results] == [Status.OK, Status.TIMEOUT, Status.OK, Status.OK]
     assert results[1].value is None and "timed out after 1s" in results[1].reason
-    assert 1.0 <= results[1].latency < 5
+    assert 1.0 <= results[1].latency < 120
 
 
 def test_pathological_sympy_input_times_out() -> None:
@@ -37,28 +41,32 @@ def test_pathological_sympy_input_times_out() -> None:
     start = time.monotonic()
     with Engine("math", workers=2, timeout=2.0) as engine:
         results = engine.score([ok, row, ok])
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 180  # hang guard: 10^10^10^10 never finishes
     assert [r.status for r in results] == [Status.OK, Status.TIMEOUT, Status.OK]
     assert [results[0].value, results[2].value] == [1.0, 1.0]
 
 
 def test_queue_time_does_not_count_against_the_timeout() -> None:
-    # one worker, four calls of 0.5 s each, timeout 1 s: the last one waits 1.5 s in the queue but must pass
-    with Engine(_rewards.sleepy, workers=1, max_workers=1, timeout=1.0) as engine:
-        results = engine.score(samples(*["sleep 0.5"] * 4))
-    assert [r.status for r in results] == [Status.OK] * 4
+    # one worker, eight calls of 0.3 s each, timeout 1.5 s: the last one waits >= 2.1 s in the queue, longer than
+    # the timeout, but must pass; each call has 1.2 s of slack for a loaded machine
+    with Engine(_rewards.sleepy, workers=1, max_workers=1, timeout=1.5) as engine:
+        results = engine.score(samples(*["sleep 0.3"] * 8))
+    assert [r.status for r in results] == [Status.OK] * 8
 
 
-def test_hung_calls_do_not_serialise_the_batch() -> None:
-    # 4 hangs on 2 workers with timeout 3 s: without spare workers this takes >= 6 s (two rounds of hangs)
-    batch = samples(*(["x"] * 50 + ["hang"] + ["x"] * 50 + ["hang"] + ["x"] * 50 + ["hang", "hang"] + ["x"] * 50))
-    start = time.monotonic()
-    with Engine(_rewards.hang_or_score, workers=2, timeout=3.0) as engine:
+def test_hung_calls_do_not_serialise_the_batch(tmp_path: Path) -> None:
+    # 4 hangs on 2 workers: spare workers take over, so all four hangs are running at once, before the first is
+    # killed at its timeout. Serialised, the last two would only start after the first two were killed. Checked
+    # from the start times the hangs record, not from wall time, so a loaded machine cannot fail it.
+    rows = ["x"] * 50 + ["hang"] + ["x"] * 50 + ["hang"] + ["x"] * 50 + ["hang", "hang"] + ["x"] * 50
+    batch = [Sample("p", c, row={"marker_dir": str(tmp_path)}) for c in rows]
+    timeout = 8.0
+    with Engine(_rewards.hang_marker_or_score, workers=2, timeout=timeout) as engine:
         results = engine.score(batch)
-        pool = engine.pool
-        wall = time.monotonic() - start
-        assert pool.stats.killed_timeout == 4
-    assert wall < 5.9
+        assert engine.pool.stats.killed_timeout == 4
+    starts = sorted(float(p.read_text()) for p in tmp_path.iterdir())
+    assert len(starts) == 4
+    assert starts[-1] - starts[0] < timeout  # the last hang started while the first was still running
     assert sum(r.status is Status.TIMEOUT for r in results) == 4
     assert sum(r.status is Status.OK for r in results) == len(batch) - 4
 
@@ -189,10 +197,11 @@ def test_negative_worker_threads_is_a_config_error() -> None:
 @pytest.mark.skipif("OMP_NUM_THREADS" in os.environ, reason="the user's OMP_NUM_THREADS always wins")
 def test_a_torch_reward_in_a_worker_gets_its_share_of_the_cpus() -> None:
     pytest.importorskip("torch")
-    with Engine(_rewards.torch_threads, workers=2) as engine:
+    # importing torch in a worker takes over 10 s on a saturated machine: the timeout is not what is tested here
+    with Engine(_rewards.torch_threads, workers=2, timeout=300) as engine:
         results = engine.score(samples("a", "b"))
-    assert [r.value for r in results] == [float(max(1, _cpus() // 2))] * 2
-    with Engine(_rewards.torch_threads, workers=1, worker_threads=2) as engine:
+    assert [r.value for r in results] == [float(max(1, _cpus() // 2))] * 2, [r.reason for r in results]
+    with Engine(_rewards.torch_threads, workers=1, worker_threads=2, timeout=300) as engine:
         assert engine.score(samples("a"))[0].value == 2.0
 
 
@@ -225,8 +234,8 @@ def test_close_kills_a_busy_worker_without_waiting_for_it(tmp_path: Path) -> Non
     assert running.exists()
     start = time.monotonic()
     engine.close()
-    caller.join(timeout=10)
-    assert time.monotonic() - start < 5
+    caller.join(timeout=60)
+    assert time.monotonic() - start < 60  # hang guard: the busy worker hangs forever
     assert [type(e) for e in raised] == [EngineClosedError]  # the caller is told, not left waiting
     assert [p.name for p in tmp_path.iterdir()] == ["running"]  # killed: its exit handler never ran
 

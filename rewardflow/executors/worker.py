@@ -116,6 +116,13 @@ def worker_main(conn: Connection, rewards_blob: bytes, slot: Any, threads: int |
         conn.send(("init-error", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", os.getpid()))
+    try:
+        _serve(conn, rewards, slot)
+    except (BrokenPipeError, ConnectionResetError):
+        return  # the parent is gone (killed, or stopped by SIGTERM): nobody to report to, no traceback
+
+
+def _serve(conn: Connection, rewards: dict[str, Reward], slot: Any) -> None:
     send, poll, recv, now = conn.send, conn.poll, conn.recv, time.monotonic
     while True:
         try:
