@@ -611,6 +611,7 @@ class _Collector:
     def flush(self) -> None:
         self.target.flush()
 
+
 # `rewardflow serve` lives in rewardflow/server (needs the `server` extra only when run).
 app.command("serve")(_serve_command)
 

@@ -88,10 +88,10 @@ def test_readme_install_commands_name_existing_extras() -> None:
     assert named, "the README names no extra"
     assert named <= extras, f"the README names extras that do not exist: {sorted(named - extras)}"
     # and every runtime extra is in the README, with the packages it really brings
-    for extra in extras - {"dev"} - set(PENDING):
+    for extra in extras - {"dev"}:
         assert f"rewardflow[{extra}]" in readme, f"the README does not mention [{extra}]"
     for extra, requirements in _extras().items():
-        if extra in ("all", "dev") or extra in PENDING:
+        if extra in ("all", "dev"):
             continue
         line = next(line for line in readme.splitlines() if f"rewardflow[{extra}]" in line and "pip install" in line)
         for requirement in requirements:
