@@ -168,7 +168,11 @@ def test_every_documented_command_line_configures_rewardflow(tmp_path: Path, tok
     assert len(commands) >= 2, "the docs give a compute_score and a reward-manager command line"
     for overrides in commands:
         config = verl_config([o.replace(SPEC_PLACEHOLDER, str(tmp_path / "spec.yaml")) for o in overrides])
-        if any("RewardflowRewardManager" in o for o in overrides):
+        sandbox = dict(o.split("=", 1) for o in overrides if o.startswith("reward.sandbox_fusion."))
+        if sandbox:  # the `rewardflow serve` /run_code page: verl's own config must carry the URL where it reads it
+            assert config.reward.sandbox_fusion.url == sandbox["reward.sandbox_fusion.url"], overrides
+            assert config.reward.sandbox_fusion.url.endswith("/run_code")
+        elif any("RewardflowRewardManager" in o for o in overrides):
             assert resolve_reward_manager_cls(config).__name__ == "RewardflowRewardManager"
         else:
             assert get_custom_reward_fn(config) is not None, f"verl ignores the documented keys: {overrides}"
