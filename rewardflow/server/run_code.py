@@ -33,9 +33,9 @@ import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict
 
 from rewardflow.errors import RewardflowError
 from rewardflow.sandbox import Isolation, Limits, RunResult, Sandbox
@@ -61,9 +61,14 @@ CPP_FLAGS = ("-std=c++17", "-O2")
 class RunCodeRequest(BaseModel):
     """SandboxFusion's ``RunCodeRequest`` (same names, types and defaults)."""
 
-    compile_timeout: float = Field(10, gt=0, description="Compile timeout for compiled languages, seconds.")
-    run_timeout: float = Field(10, gt=0, description="Run timeout, seconds.")
-    memory_limit_MB: int = Field(-1, description="Address-space limit in MiB; -1: the sandbox default (1 GiB).")
+    # Strict numbers: JSON `true` is not a timeout or a memory size (lax pydantic would read it as 1).
+    compile_timeout: Annotated[float, Strict()] = Field(
+        10, gt=0, description="Compile timeout for compiled languages, seconds."
+    )
+    run_timeout: Annotated[float, Strict()] = Field(10, gt=0, description="Run timeout, seconds.")
+    memory_limit_MB: Annotated[int, Strict()] = Field(
+        -1, description="Address-space limit in MiB; -1: the sandbox default (1 GiB)."
+    )
     code: str = Field(..., description="The program.")
     stdin: str | None = Field(None, description="Text sent to the program's standard input.")
     language: Language = Field(..., description="One of SandboxFusion's languages; rewardflow runs python and cpp.")

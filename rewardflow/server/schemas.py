@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 __all__ = [
     "ErrorResponse",
@@ -37,8 +37,8 @@ class SampleIn(BaseModel):
 
     completion: str = Field(description="The generated text to score.")
     prompt: str = Field(default="", description="The prompt it answers.")
-    prompt_ids: list[int] | None = Field(default=None, description="Prompt token ids, if a reward needs them.")
-    completion_ids: list[int] | None = Field(default=None, description="Completion token ids.")
+    prompt_ids: list[StrictInt] | None = Field(default=None, description="Prompt token ids, if a reward needs them.")
+    completion_ids: list[StrictInt] | None = Field(default=None, description="Completion token ids.")
     group: str | None = Field(default=None, description="Group id for group rewards (default: same prompt).")
 
 
@@ -48,7 +48,7 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     samples: list[SampleIn] = Field(description="Rollouts to score; may be empty.")
-    timeout: float | None = Field(
+    timeout: StrictFloat | None = Field(  # strict: JSON `true` is not a deadline of 1 s
         default=None, gt=0, description="Deadline for this request in seconds (at most the server's)."
     )
 

@@ -67,3 +67,21 @@ def test_no_server_errors_and_replies_match_the_schema(api_schema: Any, path: st
                 assert "items for" in response.json()["error"]
 
     run()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/run_code", {"code": "print(1)", "language": "python", "memory_limit_MB": True}),
+        ("/run_code", {"code": "print(1)", "language": "python", "run_timeout": True}),
+        ("/v1/score", {"samples": [], "timeout": True}),
+        ("/v1/score", {"samples": [{"completion": "x", "prompt_ids": [True]}]}),
+    ],
+)
+def test_a_json_boolean_is_not_a_number(id_server: Server, path: str, body: dict[str, Any]) -> None:
+    """Found by the schemathesis run above (seed 246558853857007656631880499294991156429): lax pydantic read
+    `true` as 1 (a 1 MiB memory limit, a 1 s deadline, token id 1); the schema says integer/number, so 422."""
+    import httpx
+
+    reply = httpx.post(id_server.url + path, json=body, timeout=60)
+    assert reply.status_code == 422, reply.text
