@@ -42,6 +42,7 @@ SCRIPT = textwrap.dedent(
         time.sleep(1.0)
         print("ready", flush=True)
         if sys.argv[1] == "exit":
+            sys.stdin.readline()  # the test counts the workers first, then lets the trainer exit
             sys.exit(0)
         time.sleep(600)
     """
@@ -63,6 +64,7 @@ def test_no_process_is_left_behind(how: str, tmp_path: Path) -> None:
         [sys.executable, str(script), how, str(verl_spec)],
         env=env,
         cwd=ROOT,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -82,6 +84,10 @@ def test_no_process_is_left_behind(how: str, tmp_path: Path) -> None:
         assert len(processes_with(marker)) >= 5
         if how == "sigkill":
             proc.send_signal(signal.SIGKILL)
+        else:  # before, the trainer exited right after "ready", racing the count above (about 1 run in 5 under load)
+            assert proc.stdin is not None
+            proc.stdin.write("exit\n")
+            proc.stdin.flush()
         assert proc.wait(timeout=30) in (0, -signal.SIGKILL)
         left = wait_gone(marker, 20)
         assert left == [], f"processes left behind: {left}"
