@@ -34,14 +34,26 @@ def serve(
 ) -> None:
     """Serve the spec over HTTP: /v1/score, /get_reward (OpenRLHF), /rm (slime), /run_code (SandboxFusion), /metrics."""
     from rich.console import Console
+    from rich.markup import escape
 
     from rewardflow.errors import RewardflowError
     from rewardflow.spec import load_spec
 
     err = Console(stderr=True)
     try:
+        from rewardflow.errors import MissingDependencyError
         from rewardflow.server.config import ServerConfig
         from rewardflow.server.run import serve as run
+
+        for package, module in (
+            ("fastapi", "fastapi"),
+            ("uvicorn", "uvicorn"),
+            ("prometheus-client", "prometheus_client"),
+        ):
+            try:  # checked before anything starts: a missing extra is a usage error (exit 2) with its fix
+                __import__(module)
+            except ImportError as exc:
+                raise MissingDependencyError(package, "server") from exc
 
         config = ServerConfig.from_env(
             host=host,
@@ -59,12 +71,12 @@ def serve(
         ).check()
         loaded = load_spec(spec)
     except (RewardflowError, ImportError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {_one_line(exc)}")
+        err.print(f"[red]error:[/red] {escape(_one_line(exc))}", soft_wrap=True)  # escape: keep `[server]`
         raise typer.Exit(2) from exc
     run(loaded, config, log_level=log_level)
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, ImportError) and not str(exc).startswith("pip"):
+    if isinstance(exc, ImportError) and "pip install" not in str(exc):
         return f"{exc}; pip install 'rewardflow[server]'"
     return " ".join(str(exc).split())

@@ -183,3 +183,24 @@ def test_a_non_finite_failure_value_is_refused_at_start(tmp_path: Path, value: s
     )
     assert proc.returncode == 2
     assert "failure_value must be a finite number" in proc.stderr
+
+
+def test_serve_without_the_server_extra_names_it(tmp_path: Path) -> None:
+    """A bare `pip install rewardflow` has no FastAPI: exit 2 and the install line with its `[server]` intact
+    (it was exit 3, "internal error: No module named 'uvicorn'", then a hint whose `[server]` rich swallowed)."""
+    spec = write_spec(tmp_path / "spec.yaml", "rewards:\n  - reward: gsm8k\n")
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "fastapi.py").write_text("raise ImportError('No module named fastapi (hidden by the test)')\n")
+    argv = [sys.executable, "-m", "rewardflow.cli", "serve", str(spec), "--port", str(free_port())]
+    proc = subprocess.run(
+        argv,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{shadow}{os.pathsep}{ROOT}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'rewardflow[server]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
