@@ -50,7 +50,20 @@ _DEFERRED = "rewardflow.integrations.areal_workflows._deferred"
 
 
 class _RewardflowRewards:
-    """Mixin: after AReaL's constructor ran, install rewardflow's wrapper as the workflow's reward."""
+    """Mixin: AReaL's workflow constructor, same arguments plus the reward options; then rewardflow's wrapper is
+    installed as the workflow's reward. First in each workflow's bases, so ``super()`` is AReaL's class."""
+
+    def __init__(
+        self,
+        reward_fn: Any,
+        *args: Any,
+        reward_timeout_seconds: float | None = 15,
+        reward_max_workers: int | None = None,
+        reward_max_retries: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(_DEFERRED, *args, **kwargs)
+        self._install_reward(reward_fn, reward_timeout_seconds, reward_max_workers, reward_max_retries)
 
     def _install_reward(self, reward_fn: Any, timeout_seconds: float | None, max_workers: int | None, retries: int):
         wrapper = AsyncRewardWrapper(
@@ -78,33 +91,9 @@ def log_to_areal_stats(result: RewardResult) -> None:
 class RLVRWorkflow(_RewardflowRewards, _rlvr.RLVRWorkflow):
     """``areal.workflow.rlvr.RLVRWorkflow`` scoring through rewardflow; same arguments, plus the reward options."""
 
-    def __init__(
-        self,
-        reward_fn: Any,
-        *args: Any,
-        reward_timeout_seconds: float | None = 15,
-        reward_max_workers: int | None = None,
-        reward_max_retries: int = 3,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(_DEFERRED, *args, **kwargs)
-        self._install_reward(reward_fn, reward_timeout_seconds, reward_max_workers, reward_max_retries)
-
 
 class VisionRLVRWorkflow(_RewardflowRewards, _vision_rlvr.VisionRLVRWorkflow):
     """``areal.workflow.vision_rlvr.VisionRLVRWorkflow`` scoring through rewardflow (keyword call, as AReaL's)."""
-
-    def __init__(
-        self,
-        reward_fn: Any,
-        *args: Any,
-        reward_timeout_seconds: float | None = 15,
-        reward_max_workers: int | None = None,
-        reward_max_retries: int = 3,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(_DEFERRED, *args, **kwargs)
-        self._install_reward(reward_fn, reward_timeout_seconds, reward_max_workers, reward_max_retries)
 
 
 class MultiTurnWorkflow(_RewardflowRewards, _multi_turn.MultiTurnWorkflow):
@@ -114,15 +103,3 @@ class MultiTurnWorkflow(_RewardflowRewards, _multi_turn.MultiTurnWorkflow):
     that wrapper is replaced before any episode runs. A failed turn ends the episode (and its group) instead of
     counting as a wrong answer that triggers another turn.
     """
-
-    def __init__(
-        self,
-        reward_fn: Any,
-        *args: Any,
-        reward_timeout_seconds: float | None = 15,
-        reward_max_workers: int | None = None,
-        reward_max_retries: int = 3,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(_DEFERRED, *args, **kwargs)
-        self._install_reward(reward_fn, reward_timeout_seconds, reward_max_workers, reward_max_retries)
