@@ -3,8 +3,10 @@
 ``Engine`` takes one reward or several weighted ones (composition), runs each the way its kind demands and
 combines the per-component values:
 
-* ``process`` rewards go to a :class:`~rewardflow.executors.process.ProcessPool` (killable timeouts, dead-worker
-  recovery), created lazily on first use;
+* ``process`` rewards go to an executor (:mod:`rewardflow.executors.base`), created lazily on first use: the
+  local :class:`~rewardflow.executors.process.ProcessPool` by default, or Ray actors across a cluster
+  (``executor="ray"``, :class:`~rewardflow.executors.ray_pool.RayPool`); both give killable timeouts and
+  dead-worker recovery;
 * ``inline`` rewards are called in the caller; when every component is inline, :meth:`Engine.score` never touches
   asyncio, which keeps the overhead to a few microseconds per sample;
 * ``async`` rewards are awaited on the event loop under a per-reward concurrency limit and timeout;
@@ -73,8 +75,20 @@ class Component:
             raise ConfigError(f"component {self.name!r}: weight must be a finite number, got {w!r}")
 
 
-def _not_importable(fn: Any) -> str | None:
-    """Why worker processes could not receive ``fn`` by reference, or ``None`` if they can."""
+def _not_importable(fn: Any, executor: str = "process") -> str | None:
+    """Why worker processes could not receive ``fn`` by reference, or ``None`` if they can.
+
+    Ray actors receive rewards through cloudpickle, which sends what plain pickle cannot (lambdas, closures,
+    functions of ``__main__``) by value.
+    """
+    if executor == "ray":
+        from rewardflow.executors.ray_pool import import_ray
+
+        try:
+            import_ray().cloudpickle.dumps(fn)
+        except Exception as exc:
+            return f"it cannot be pickled for Ray ({type(exc).__name__}: {exc})"
+        return None
     target = fn.func if isinstance(fn, functools.partial) else fn
     if getattr(target, "__module__", None) == "__main__":
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -181,6 +195,12 @@ class Engine:
             field nor one of them is a :class:`~rewardflow.errors.ConfigError` here, not an error on every row.
         worker_threads: OpenMP/BLAS/torch threads per worker process; default ``cpus // workers`` unless
             ``OMP_NUM_THREADS`` is set, ``0`` leaves the libraries' own defaults (oversubscribing the CPUs).
+        executor: where ``process`` rewards run: ``"process"`` (local worker processes) or ``"ray"`` (``workers``
+            Ray actors; see :mod:`rewardflow.executors.ray_pool`).
+        ray_address: the Ray cluster (``"auto"``, ``"ray://host:10001"``); ``None`` joins the cluster this process
+            is connected to, or starts a local one.
+        ray_options: more :class:`~rewardflow.executors.ray_pool.RayPool` options (``num_cpus``, ``num_gpus``,
+            ``strategy``, ``max_chunk``, ``runtime_env``, ...).
     """
 
     def __init__(
@@ -196,7 +216,11 @@ class Engine:
         start_method: str = "forkserver",
         worker_threads: int | None = None,
         columns: Iterable[str] | None = None,
+        executor: str = "process",
+        ray_address: str | None = None,
+        ray_options: Mapping[str, Any] | None = None,
     ) -> None:
+        from rewardflow.executors.base import EXECUTORS
         from rewardflow.spec import Spec
 
         explicit_timeout = timeout is not DEFAULT_TIMEOUT
@@ -208,7 +232,13 @@ class Engine:
             concurrency = spec.concurrency
             retries = spec.retries
             worker_threads = spec.worker_threads if spec.worker_threads is not None else worker_threads
+            executor = spec.executor
+            ray_address = spec.ray_address if spec.ray_address is not None else ray_address
+            ray_options = {**spec.ray_options(), **(ray_options or {})}
             rewards = spec.components()
+        if executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+        self.executor = executor
         check_timeout(timeout, "engine")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
@@ -228,13 +258,17 @@ class Engine:
         )
         if columns is not None:
             self.check_columns(columns)
-        self._pool_args = {
-            "workers": workers,
-            "retries": retries,
-            "max_workers": max_workers,
-            "start_method": start_method,
-            "worker_threads": worker_threads,
-        }
+        if executor == "ray":
+            self._pool_args: dict[str, Any] = {"workers": workers, "retries": retries, "ray_address": ray_address}
+            self._pool_args.update({f"ray_{k}": v for k, v in (ray_options or {}).items()})
+        else:
+            self._pool_args = {
+                "workers": workers,
+                "retries": retries,
+                "max_workers": max_workers,
+                "start_method": start_method,
+                "worker_threads": worker_threads,
+            }
         self._pool: Any = None
         self._pool_lock = threading.Lock()
         self._runner = _LoopThread()
@@ -293,7 +327,7 @@ class Engine:
         """
         rw = comp.reward
         if rw.kind is Kind.PROCESS:
-            why = _not_importable(rw.fn)
+            why = _not_importable(rw.fn, self.executor)
             if why is not None:
                 warnings.warn(
                     f"reward {comp.name!r} runs inline in this process, without worker isolation or a killable "
@@ -410,7 +444,7 @@ class Engine:
 
     @property
     def pool(self) -> Any:
-        """The process pool, or ``None`` if no process reward has run yet."""
+        """The executor of ``process`` rewards (process pool or Ray pool), or ``None`` before its first use."""
         return self._pool
 
     # ------------------------------------------------------------------ internals
@@ -593,14 +627,14 @@ class Engine:
         with self._pool_lock:
             self._check_open()
             if self._pool is None:
-                from rewardflow.executors.process import ProcessPool
+                from rewardflow.executors.base import make_executor
 
                 rewards = {
                     c.name: c.reward
                     for c in self.components
                     if c.reward.kind is Kind.PROCESS and c.name not in self._inline
                 }
-                self._pool = ProcessPool(rewards, **self._pool_args)
+                self._pool = make_executor(self.executor, rewards, **self._pool_args)
             return self._pool
 
     async def _run_process(self, comp: Component, samples: list[Sample], timeout: float | None) -> list[RewardResult]:

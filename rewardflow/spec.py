@@ -3,7 +3,8 @@
 The same spec drives the CLI (``rewardflow score --reward spec.yaml``), :meth:`Engine.from_spec` and every
 integration. Example::
 
-    workers: 2          # worker processes for sync rewards
+    workers: 2          # worker processes (or Ray actors) for sync rewards
+    executor: process   # or `ray`: run them on a Ray cluster (ray_address: auto)
     timeout: 5          # default per-call timeout, seconds
     rewards:
       - reward: format  # a built-in name, a dataset name or an import path
@@ -70,6 +71,22 @@ class Spec(BaseModel):
     worker_threads: int | None = Field(
         default=None, ge=0, description="OpenMP/BLAS/torch threads per worker; default cpus // workers, 0: no cap."
     )
+    executor: Literal["process", "ray"] = Field(
+        default="process",
+        description="Where sync rewards run: `process` (worker processes here) or `ray` (`workers` Ray actors).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster for `executor: ray` (`auto`, `ray://host:10001`); unset: start a local one.",
+    )
+    ray_num_cpus: float = Field(default=1.0, ge=0, allow_inf_nan=False, description="CPUs each Ray actor reserves.")
+    ray_num_gpus: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="GPUs each Ray actor reserves.")
+    ray_strategy: Literal["SPREAD", "DEFAULT", "placement_group"] = Field(
+        default="SPREAD", description="How Ray places the actors: SPREAD over nodes, DEFAULT, or a placement group."
+    )
+    ray_runtime_env: dict[str, Any] | None = Field(
+        default=None, description="Ray runtime environment for the actors (`py_modules`, `working_dir`, `pip`)."
+    )
     url: str | list[str] | None = Field(
         default=None,
         description="Reward service URL(s) (`rewardflow serve`): the framework adapters then score there, not locally.",
@@ -82,6 +99,14 @@ class Spec(BaseModel):
         if dupes:
             raise ValueError(f"component names must be unique; give `name:` to repeated rewards {dupes}")
         return self
+
+    def ray_options(self) -> dict[str, Any]:
+        """The :class:`~rewardflow.executors.ray_pool.RayPool` options this spec sets."""
+        out: dict[str, Any] = {"num_cpus": self.ray_num_cpus, "num_gpus": self.ray_num_gpus}
+        out["strategy"] = self.ray_strategy
+        if self.ray_runtime_env is not None:
+            out["runtime_env"] = self.ray_runtime_env
+        return out
 
     def components(self) -> list[Any]:
         """Resolve every reward through the registry into engine components."""

@@ -48,7 +48,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing.connection import Connection
@@ -56,11 +55,12 @@ from typing import Any
 
 from rewardflow.errors import ConfigError, EngineClosedError
 from rewardflow.executors._forkserver import MAIN_ENV, describe_main
+from rewardflow.executors.base import Batch, Task
 from rewardflow.executors.worker import worker_main
 from rewardflow.reward import Reward
 from rewardflow.types import RewardResult, Sample, Status
 
-__all__ = ["PoolStats", "ProcessPool"]
+__all__ = ["Batch", "PoolStats", "ProcessPool"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,66 +87,13 @@ class PoolStats:
     completed: int = 0
 
 
-class Batch:
-    """Results of one :meth:`ProcessPool.submit` call, filled in as they arrive (input order).
-
-    One handle per batch instead of one ``Future`` per sample: at tens of thousands of samples per second the
-    per-sample future (a lock and a condition each) was the parent's largest cost.
-    """
-
-    __slots__ = ("_lock", "_remaining", "cancelled", "future", "results")
-
-    def __init__(self, size: int) -> None:
-        self.results: list[RewardResult | None] = [None] * size
-        self._remaining = size
-        self._lock = threading.Lock()
-        self.cancelled = False
-        self.future: Future[list[RewardResult]] = Future()
-        if size == 0:
-            self.future.set_result([])
-
-    def set(self, index: int, result: RewardResult) -> bool:
-        """Record a result; False if that sample already had one (first result wins)."""
-        with self._lock:
-            if self.results[index] is not None:
-                return False
-            self.results[index] = result
-            self._remaining -= 1
-            finished = self._remaining == 0
-        if finished:
-            self.future.set_result(self.results)  # type: ignore[arg-type]
-        return True
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-    def cancel(self) -> None:
-        """Stop dispatching this batch's samples (the caller gave up on it)."""
-        self.cancelled = True
-
-
-@dataclass(slots=True)
-class _Task:
-    batch: Batch
-    index: int
-    reward_id: str
-    sample: Sample
-    timeout: float | None
-    attempts: int = 0
-
-    @property
-    def done(self) -> bool:
-        return self.batch.cancelled or self.batch.results[self.index] is not None or self.batch.future.done()
-
-
 @dataclass(slots=True)
 class _Worker:
     proc: Any
     conn: Connection
     slot: Any  # shared (chunk_id, index, start) written by the worker before each call
     ready: bool = False
-    chunk: list[_Task] = field(default_factory=list)
+    chunk: list[Task] = field(default_factory=list)
     chunk_id: int = -1
     received: int = 0  # results received for the current chunk
     completed: int = 0  # results received over the worker's life (its first call may pay for lazy imports)
@@ -256,7 +203,7 @@ class ProcessPool:
         self._preload = [*sorted(modules), "rewardflow.executors._forkserver"]
         self._main_rewards = "__main__" in reward_modules
         self._lock = threading.Lock()
-        self._pending: deque[_Task] = deque()
+        self._pending: deque[Task] = deque()
         self._workers: list[_Worker] = []
         self._latency_ring: dict[str, deque[float]] = {rid: deque(maxlen=_LATENCY_WINDOW) for rid in rewards}
         self._thresholds: dict[str, float] = {}
@@ -277,7 +224,7 @@ class ProcessPool:
         or broken while the batch is in flight.
         """
         batch = Batch(len(samples))
-        tasks = [_Task(batch, i, reward_id, s, timeout) for i, s in enumerate(samples)]
+        tasks = [Task(batch, i, reward_id, s, timeout) for i, s in enumerate(samples)]
         with self._lock:
             if self._state is PoolState.CLOSED:
                 raise EngineClosedError("the process pool is closed")
@@ -302,6 +249,21 @@ class ProcessPool:
                 self._thread.join(timeout=10)
         self._shutdown_workers()
         _LIVE_POOLS.discard(self)
+
+    def start(self, wait: float = 120.0) -> bool:
+        """Start the worker processes now, without scoring anything; True once ``workers`` of them are ready."""
+        with self._lock:
+            if self._state is PoolState.CLOSED:
+                raise EngineClosedError("the process pool is closed")
+            if self._state is PoolState.NEW:
+                self._start()
+        self._wake()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if sum(1 for w in list(self._workers) if w.ready) >= self.workers:
+                return True
+            time.sleep(0.02)
+        return False
 
     def __enter__(self) -> ProcessPool:
         return self
@@ -470,7 +432,7 @@ class ProcessPool:
         if self._idle_surplus():
             self._retire(w, kill=False)
 
-    def _resolve(self, task: _Task, result: RewardResult) -> None:
+    def _resolve(self, task: Task, result: RewardResult) -> None:
         if task.batch.set(task.index, result):
             self.stats.completed += 1
 
@@ -632,7 +594,7 @@ class ProcessPool:
                 idle = sum(1 for x in self._workers if x.ready and not x.busy)
                 size = max(1, min(self.max_chunk, len(self._pending) // (4 * max(idle, self.workers))))
                 first = self._pending[0].reward_id
-                chunk: list[_Task] = []
+                chunk: list[Task] = []
                 while self._pending and len(chunk) < size and self._pending[0].reward_id == first:
                     task = self._pending.popleft()
                     if not task.done:  # done: cancelled by the caller, or finished elsewhere

@@ -1,0 +1,126 @@
+"""What the engine needs from an executor of sync rewards, and the batch handle every executor returns.
+
+The engine hands a batch of samples for one reward to an :class:`Executor` and gets a :class:`Batch` back, which
+the executor fills in, one :class:`~rewardflow.types.RewardResult` per sample, in input order. Data flows one way:
+samples -> engine -> executor -> rewards -> results; an executor never calls back into the engine.
+
+Two implementations: :class:`~rewardflow.executors.process.ProcessPool` (worker processes on this machine, the
+default) and :class:`~rewardflow.executors.ray_pool.RayPool` (Ray actors on a cluster). Both promise the same:
+a per-call timeout counted from the start of the call, a hung call killed and reported ``timeout``, a sample
+whose worker died retried once and then reported ``error`` naming the cause, and every sample answered exactly
+once. :func:`make_executor` builds one by name (``"process"`` or ``"ray"``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from rewardflow.errors import ConfigError
+from rewardflow.types import RewardResult, Sample
+
+__all__ = ["EXECUTORS", "Batch", "Executor", "Task", "make_executor"]
+
+#: Names accepted by ``Engine(executor=...)``, ``executor:`` in a spec and ``--executor``.
+EXECUTORS = ("process", "ray")
+
+
+class Batch:
+    """Results of one :meth:`Executor.submit` call, filled in as they arrive (input order).
+
+    One handle per batch instead of one ``Future`` per sample: at tens of thousands of samples per second the
+    per-sample future (a lock and a condition each) was the parent's largest cost.
+    """
+
+    __slots__ = ("_lock", "_remaining", "cancelled", "future", "results")
+
+    def __init__(self, size: int) -> None:
+        self.results: list[RewardResult | None] = [None] * size
+        self._remaining = size
+        self._lock = threading.Lock()
+        self.cancelled = False
+        self.future: Future[list[RewardResult]] = Future()
+        if size == 0:
+            self.future.set_result([])
+
+    def set(self, index: int, result: RewardResult) -> bool:
+        """Record a result; False if that sample already had one (first result wins)."""
+        with self._lock:
+            if self.results[index] is not None:
+                return False
+            self.results[index] = result
+            self._remaining -= 1
+            finished = self._remaining == 0
+        if finished:
+            self.future.set_result(self.results)  # type: ignore[arg-type]
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    def cancel(self) -> None:
+        """Stop dispatching this batch's samples (the caller gave up on it)."""
+        self.cancelled = True
+
+
+@dataclass(slots=True)
+class Task:
+    """One sample of one batch on its way through an executor."""
+
+    batch: Batch
+    index: int
+    reward_id: str
+    sample: Sample
+    timeout: float | None
+    attempts: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.batch.cancelled or self.batch.results[self.index] is not None or self.batch.future.done()
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """An executor of sync rewards, as the engine sees it."""
+
+    #: How many calls run at once (worker processes, Ray actors): one limit shared by every caller.
+    workers: int
+
+    def submit(self, reward_id: str, samples: Sequence[Sample], timeout: float | None) -> Batch:
+        """Queue samples for one reward; ``batch.future`` resolves to one result per sample, in input order.
+
+        Individual samples never raise: every failure is a result. The future fails only if the executor is
+        closed or broken while the batch is in flight.
+        """
+        ...
+
+    def start(self, wait: float) -> bool:
+        """Start the workers now instead of on the first batch; True once all are up (at most ``wait`` s)."""
+        ...
+
+    def close(self, wait: bool = True) -> None:
+        """Stop every worker (hung ones are killed) and fail queued samples. Idempotent."""
+        ...
+
+
+def make_executor(name: str, rewards: Mapping[str, Any], **options: Any) -> Executor:
+    """Build the executor called ``name`` for ``rewards`` (component name -> :class:`~rewardflow.reward.Reward`).
+
+    ``options`` are the process pool's (``workers``, ``retries``, ...) plus, for Ray, the ``ray_*`` ones; options
+    that belong to the other executor are ignored.
+    """
+    ray_options = {k[4:]: v for k, v in options.items() if k.startswith("ray_")}
+    common = {k: v for k, v in options.items() if not k.startswith("ray_")}
+    if name == "process":
+        from rewardflow.executors.process import ProcessPool
+
+        return ProcessPool(rewards, **common)
+    if name == "ray":
+        from rewardflow.executors.ray_pool import RayPool
+
+        return RayPool(rewards, workers=common.get("workers", 2), retries=common.get("retries", 1), **ray_options)
+    raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}; got {name!r}")
