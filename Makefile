@@ -51,7 +51,7 @@ test-judge-real: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/judge/real
 
 bench: setup
-	cd bench && for b in p1_throughput p2_poisoned p5_overhead p_rules p3_judge p4_reward_model integrations_bench p8_code p6_service; do ../$(PY) $$b.py || exit 1; done
+	cd bench && for b in p1_throughput p2_poisoned p5_overhead p_rules p3_judge p4_reward_model integrations_bench p8_code p6_service p7_ray; do ../$(PY) $$b.py || exit 1; done
 
 docs: setup
 	$(VENV)/bin/mkdocs build --strict

@@ -93,6 +93,20 @@ class EncodingErrors(str, Enum):
     replace = "replace"
 
 
+class ExecutorName(str, Enum):
+    process = "process"
+    ray = "ray"
+
+
+ExecutorOption = Annotated[
+    ExecutorName | None,
+    typer.Option(help="Where sync rewards run: process (worker processes here) or ray (Ray actors); default: spec's."),
+]
+RayAddressOption = Annotated[
+    str | None, typer.Option(help="Ray cluster for --executor ray: auto, ray://host:10001; unset: start a local one.")
+]
+
+
 def _error(message: str) -> None:
     err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
 
@@ -128,7 +142,14 @@ def _root(
     _State.debug = _State.debug or debug
 
 
-def build_engine(reward: str, workers: int | None, timeout: float | None, columns: Any = None) -> Any:
+def build_engine(
+    reward: str,
+    workers: int | None,
+    timeout: float | None,
+    columns: Any = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
+) -> Any:
     """An engine for ``--reward``: a spec file (``.yaml``/``.yml``) or a reward name / import path."""
     from rewardflow.engine import Engine
     from rewardflow.reward import check_timeout
@@ -144,6 +165,10 @@ def build_engine(reward: str, workers: int | None, timeout: float | None, column
             updates["workers"] = workers
         if timeout is not None:
             updates["timeout"] = timeout
+        if executor is not None:
+            updates["executor"] = executor
+        if ray_address is not None:
+            updates["ray_address"] = ray_address
         if updates:  # model_copy skips validation: the values were checked above
             spec = spec.model_copy(update=updates)
             spec.model_fields_set.update(updates)
@@ -151,6 +176,9 @@ def build_engine(reward: str, workers: int | None, timeout: float | None, column
     options: dict[str, Any] = {"workers": workers if workers is not None else 2}
     if timeout is not None:
         options["timeout"] = timeout
+    if executor is not None:
+        options["executor"] = executor
+    options["ray_address"] = ray_address
     return Engine(reward, columns=columns, **options)
 
 
@@ -319,6 +347,10 @@ def _check_paths(input: str, output: Path | None) -> None:
         raise ConfigError(f"--output {str(output)!r} is the input file; write the results to another file")
 
 
+def _name(executor: ExecutorName | None) -> str | None:
+    return None if executor is None else executor.value
+
+
 def _timeout_option(value: float | None) -> float | None:
     from rewardflow.reward import check_timeout
 
@@ -340,6 +372,8 @@ def score(
         float | None, typer.Option(help="Per-call timeout in seconds (finite, > 0).", callback=_timeout_option)
     ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes for sync rewards (>= 1).")] = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     prompt_key: Annotated[str, typer.Option(help="Column holding the prompt.")] = "prompt",
     completion_key: Annotated[str, typer.Option(help="Column holding the completion.")] = "completion",
     strict: Annotated[bool, typer.Option(help="Exit with code 1 if any row is not ok.")] = False,
@@ -355,7 +389,7 @@ def score(
     with _handled():
         _check_paths(input, output)
         src = open_input(input)
-        engine = build_engine(reward, workers, timeout)
+        engine = build_engine(reward, workers, timeout, executor=_name(executor), ray_address=ray_address)
         sink = AtomicOutput(output) if output is not None else None
     dst: Any = sink if sink is not None else sys.stdout
     try:

@@ -107,6 +107,30 @@ def import_ray() -> Any:
     return ray
 
 
+def connect(
+    ray: Any,
+    address: str | None,
+    runtime_env: Mapping[str, Any] | None,
+    shipped: Sequence[str] = (),
+    init_kwargs: Mapping[str, Any] | None = None,
+) -> bool:
+    """``ray.init`` for a process not yet connected; True if that started a local instance of our own.
+
+    Local files (``shipped`` modules) can be uploaded only at the job level, so the runtime environment goes to
+    ``ray.init``. A local instance of our own reports no usage statistics and runs no dashboard.
+    """
+    env = dict(runtime_env or {})
+    if shipped:
+        env["py_modules"] = [*env.get("py_modules", []), *shipped]
+    kwargs: dict[str, Any] = {"address": address, "runtime_env": env or None}
+    if address is None:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        kwargs["include_dashboard"] = False
+    kwargs.update(init_kwargs or {})
+    ray.init(**kwargs)
+    return address is None
+
+
 def _installed(path: str) -> bool:
     roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
     return any(path.startswith(os.path.join(r, "")) for r in roots)
@@ -132,7 +156,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception): ")
 
 
-def _describe(exc: BaseException) -> str:
+def describe_ray_error(exc: BaseException) -> str:
     """Ray's cause in one line, e.g. ``ActorDiedError: The actor died because its node has died. ...``.
 
     For an actor whose rewards did not load, the last ``SomeError: message`` line of the remote traceback (the
@@ -211,6 +235,7 @@ class RayPool:
         self._thread: threading.Thread | None = None
         self._owns_ray = False
         self._actor_cls: Any = None
+        self._actor_options: dict[str, Any] = {}
         self._placement: Any = None
         self._start_failures = 0
         self._start_error = ""
@@ -317,18 +342,9 @@ class RayPool:
             "max_concurrency": 1,
         }
         if not ray.is_initialized():
-            # Local files can be uploaded only at the job level, so the runtime environment goes to ray.init.
-            env = dict(self._runtime_env or {})
-            shipped = cwd_modules(self._rewards)
-            if shipped:
-                env["py_modules"] = [*env.get("py_modules", []), *shipped]
-            kwargs: dict[str, Any] = {"address": self.address, "runtime_env": env or None}
-            if self.address is None:  # a local instance of our own: no usage report, no dashboard
-                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-                kwargs["include_dashboard"] = False
-                self._owns_ray = True
-            kwargs.update(self._init_kwargs)
-            ray.init(**kwargs)
+            self._owns_ray = connect(
+                ray, self.address, self._runtime_env, cwd_modules(self._rewards), self._init_kwargs
+            )
         elif self._runtime_env:  # joined by the caller's ray.init: only URIs, pip, env_vars ... per actor
             options["runtime_env"] = self._runtime_env
         if self.strategy == "placement_group":
@@ -338,7 +354,8 @@ class RayPool:
             self._placement = ray.util.placement_group([bundle] * self.workers, strategy="SPREAD")
         elif self.strategy == "SPREAD":
             options["scheduling_strategy"] = "SPREAD"
-        self._actor_cls = ray.remote(RewardActor).options(**options)
+        self._actor_cls = ray.remote(RewardActor)
+        self._actor_options = options
         self._state = _State.RUNNING
         self._thread = threading.Thread(target=self._run, name="rewardflow-ray-pool", daemon=True)
         self._thread.start()
@@ -352,8 +369,7 @@ class RayPool:
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 self._placement, placement_group_bundle_index=-1
             )
-        cls = self._actor_cls.options(**options) if options else self._actor_cls
-        handle = cls.remote(self._rewards)
+        handle = self._actor_cls.options(**self._actor_options, **options).remote(self._rewards)
         self._actors.append(_Actor(handle, handle.ready.remote(), time.monotonic()))
         self.stats.spawned += 1
 
@@ -441,7 +457,7 @@ class RayPool:
             a.node = self._ray.get(ref)
         except Exception as exc:  # the rewards did not load there, or the actor could not be placed/started
             self._start_failures += 1
-            self._start_error = _describe(exc)
+            self._start_error = describe_ray_error(exc)
             logger.warning("a rewardflow Ray actor failed to start: %s", self._start_error)
             self._remove(a)
             return
@@ -454,7 +470,7 @@ class RayPool:
         try:
             results, hung, elapsed = self._ray.get(ref)
         except Exception as exc:  # RayActorError (actor or node died), ObjectLostError, ...
-            self._on_lost(a, chunk, _describe(exc))
+            self._on_lost(a, chunk, describe_ray_error(exc))
             return
         for task, result in zip(chunk, results, strict=False):
             self._resolve(task, result)

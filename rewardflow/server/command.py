@@ -15,6 +15,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; non-loopback needs $REWARDFLOW_TOKEN.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int | None, typer.Option(help="Reward worker processes (overrides the spec).")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="Where sync rewards run: process or ray (overrides the spec's `executor`).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster for --executor ray: auto, ray://host:10001 (overrides the spec).")
+    ] = None,
     max_batch: Annotated[int, typer.Option(help="Most samples per request (else 413).")] = 4096,
     max_queue: Annotated[int, typer.Option(help="Most samples waiting (else 429).")] = 16384,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB (else 413).")] = 16.0,
@@ -59,6 +65,8 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            executor=executor,
+            ray_address=ray_address,
             max_batch=max_batch,
             max_queue=max_queue,
             max_body_bytes=int(max_body_mb * 1024 * 1024),

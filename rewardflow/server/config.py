@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +29,12 @@ class ServerConfig(BaseModel):
     host: str = Field(default="127.0.0.1", description="Address to bind; anything but loopback needs a token.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0: pick a free one).")
     workers: int | None = Field(default=None, ge=1, description="Reward worker processes; overrides the spec's.")
+    executor: Literal["process", "ray"] | None = Field(
+        default=None, description="Where sync rewards run (`process` or `ray`); overrides the spec's `executor`."
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster for the `ray` executor (`auto`, `ray://...`); overrides the spec's."
+    )
     token: str | None = Field(default=None, description="Bearer token required on every route but the probes.")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Largest request body; else 413.")
     max_batch: int = Field(default=4096, ge=1, description="Most samples in one request; else 413.")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Sequence
 from enum import Enum
 from typing import Any
@@ -102,6 +101,9 @@ class Service:
             concurrency=spec.concurrency,
             retries=spec.retries,
             worker_threads=spec.worker_threads,
+            executor=self.config.executor or spec.executor,
+            ray_address=self.config.ray_address or spec.ray_address,
+            ray_options=spec.ray_options(),
         )
         await asyncio.to_thread(self._start_workers)
         self.state = ServiceState.READY
@@ -113,15 +115,9 @@ class Service:
         process = [c.name for c in engine.components if c.reward.kind is Kind.PROCESS]
         if not process:
             return
-        pool = engine._get_pool()  # the engine creates its pool lazily; the server wants it up before ready
-        pool.submit(process[0], [], None)  # starts the pool's workers without scoring anything
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            up = sum(1 for w in list(getattr(pool, "_workers", [])) if getattr(w, "ready", True))
-            if up >= pool.workers:
-                return
-            time.sleep(0.02)
-        logger.warning("reward workers not all up after %.0fs; serving anyway", wait)
+        pool = engine._get_pool()  # the engine creates its executor lazily; the server wants it up before ready
+        if not pool.start(wait):
+            logger.warning("reward workers not all up after %.0fs; serving anyway", wait)
 
     def begin_shutdown(self) -> None:
         """SIGTERM: stop reporting ready (load balancers drain), keep answering what is in flight."""

@@ -1,0 +1,81 @@
+"""Selecting the Ray executor from the outside: ``rewardflow score --executor ray --ray-address ...`` and
+``rewardflow serve`` with ``executor: ray`` in the spec, both against the test cluster, in real subprocesses.
+A reward module in the user's current directory (not installed) is shipped to the actors by the runtime
+environment (``py_modules``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rewardflow import Engine
+from rewardflow.spec import parse_spec
+from tests.ray_cluster.conftest import alive_nodes
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+USER_REWARD = textwrap.dedent(
+    """
+    from rewardflow import Score
+
+    def where(completion: str) -> Score:
+        # which copy of this module the actor imported: the runtime environment's, not the user's directory
+        return Score(float(len(completion)), info={"file": __file__})
+    """
+)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def test_score_with_executor_ray_ships_a_reward_from_the_current_directory(cluster: object, tmp_path: Path) -> None:
+    (tmp_path / "my_rewards.py").write_text(USER_REWARD, encoding="utf-8")
+    rows = [{"prompt": "p", "completion": "x" * n} for n in range(1, 41)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cmd = [sys.executable, "-m", "rewardflow.cli", "score", "in.jsonl", "-r", "my_rewards:where"]
+    cmd += ["--executor", "ray", "--ray-address", cluster.address, "--workers", "3", "-o", "out.jsonl"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [o["reward"] for o in out] == [float(n) for n in range(1, 41)]
+    assert all(o["status"] == "ok" for o in out)
+    files = {o["info"]["file"] for o in out}
+    assert all("runtime_resources" in f and str(tmp_path) not in f for f in files), files
+    assert {o["info"]["ray_node_id"] for o in out} <= alive_nodes()
+
+
+def test_serve_with_executor_ray_in_the_spec(cluster: object, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from tests.server.conftest import Server, write_spec
+
+    httpx = pytest.importorskip("httpx")
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        f"workers: 2\nexecutor: ray\nray_address: {cluster.address}\nrewards:\n  - reward: gsm8k\n",
+    )
+    rows = [{"prompt": "q", "completion": "The answer is 18.", "answer": "#### 18"}] * 20
+    with Server(spec, env={"RAY_USAGE_STATS_ENABLED": "0"}) as server:
+        reply = httpx.post(server.url + "/v1/score", json={"samples": rows}, timeout=120)
+    assert reply.status_code == 200, reply.text
+    results = reply.json()["results"]
+    assert [r["reward"] for r in results] == [1.0] * 20
+    assert {r["info"]["ray_node_id"] for r in results} <= alive_nodes()
+
+
+def test_spec_selects_the_executor() -> None:
+    spec = parse_spec({"executor": "ray", "ray_address": "auto", "ray_num_cpus": 2, "rewards": [{"reward": "gsm8k"}]})
+    engine = Engine(spec)
+    assert engine.executor == "ray" and engine._pool_args["ray_address"] == "auto"
+    assert engine._pool_args["ray_num_cpus"] == 2
+    engine.close()

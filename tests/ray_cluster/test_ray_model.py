@@ -1,0 +1,74 @@
+"""Model rewards on Ray: a real RewardModel (a tiny Llama generated here) and a judge-shaped callable, each in a
+Ray actor with ``num_gpus=0`` on the test cluster; the GPU path is the same code with ``num_gpus=1``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from rewardflow import Engine, Sample
+from rewardflow.executors.ray_actor import NODE_KEY
+from rewardflow.executors.ray_model import RayModel
+from rewardflow.types import Status
+from tests.ray_cluster import _models
+from tests.ray_cluster.conftest import alive_nodes, in_thread, live_reward_actors
+
+pytestmark = pytest.mark.slow
+
+ROWS = [
+    Sample("what is two plus two?", "the answer is four."),
+    Sample("what is two plus two?", "the answer is 4"),
+    Sample("janet has sixteen eggs", "she sells the rest for two dollars each."),
+    Sample("janet has sixteen eggs", "16 - 3 - 4 = 9 and 9 * 2 = 18."),
+]
+
+
+def _gone(seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while live_reward_actors() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return not live_reward_actors()
+
+
+def test_a_reward_model_in_a_ray_actor_scores_like_the_local_one(cluster: object, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from rewardflow.models import RewardModel
+    from tests.models.conftest import RM_TEMPLATE, build_llama, build_tokenizer
+
+    tok = build_tokenizer(tmp_path, vocab_size=320, specials=["[INST]", "[/INST]"], template=RM_TEMPLATE)
+    path = str(build_llama(tmp_path, tok, head="seq-cls"))
+    with Engine(RewardModel(path, device="cpu")) as local:
+        expected = local.score(ROWS)
+    remote = RayModel(RewardModel, path, device="cpu", num_gpus=0, name="rm")
+    with Engine(remote) as engine:
+        got = in_thread(lambda: engine.score(ROWS), 600)
+        assert [a.class_name for a in live_reward_actors()] == ["ModelActor"]
+    assert all(r.ok for r in expected) and all(r.ok for r in got)
+    assert len({round(r.value, 4) for r in expected}) > 1  # a real spread of scores, not a constant
+    for a, b in zip(expected, got, strict=True):
+        assert b.value == pytest.approx(a.value, abs=1e-5)
+        assert b.info[NODE_KEY] in alive_nodes()
+    assert remote.started == 1
+    assert _gone()
+
+
+def test_a_hung_model_call_times_out_and_the_next_batch_gets_a_fresh_actor(cluster: object) -> None:
+    model = RayModel(_models.LengthModel, 2.0, num_gpus=0, timeout=3.0)
+    with Engine(model) as engine:
+        first = in_thread(lambda: engine.score([Sample("p", "abc"), Sample("p", "hang")]), 300)
+        assert [r.status for r in first] == [Status.TIMEOUT, Status.TIMEOUT]  # a batch call fails as a whole
+        second = in_thread(lambda: engine.score([Sample("p", "abc"), Sample("p", "de")]), 300)
+    assert [r.value for r in second] == [6.0, 4.0]
+    assert model.started == 2  # the hung actor was killed, a new one built the model again
+    assert _gone()
+
+
+def test_a_judge_shaped_reward_runs_per_sample_inside_the_actor(cluster: object) -> None:
+    judge = RayModel("tests.ray_cluster._models:async_judge", num_gpus=0, name="judge")
+    with Engine(judge) as engine:
+        got = in_thread(lambda: engine.score(ROWS), 300)
+    assert [r.value for r in got] == [0.0, 1.0, 0.0, 0.0]
+    assert {r.info[NODE_KEY] for r in got} <= alive_nodes()
+    assert _gone()
