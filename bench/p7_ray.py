@@ -7,6 +7,7 @@ Three measurements, each on the same rows for both executors, warm (workers/acto
   results must be identical;
 * a no-op reward, 20,000 samples: per-sample cost in microseconds (wall time per sample, and the driver's CPU
   time per sample, which is what one driver must pay for every rollout of a step on a big cluster);
+* the cost of one Ray call (no-op reward, one sample per call): what chunking amortizes;
 * actor start time: from creating an actor to its first answer (rewards loaded).
 
     python bench/p7_ray.py
@@ -24,6 +25,7 @@ from rewardflow import Engine, Sample
 
 N_SLEEP = 2000
 N_NOOP = 20000
+N_CALLS = 2000
 
 
 def sleep20(completion: str) -> float:
@@ -80,10 +82,16 @@ def main() -> None:
                 "pool driver cpu": cpu_pool / n,
                 "ray driver cpu": cpu_ray / n,
             }
+    with Engine(noop, executor="ray", workers=2, timeout=30, ray_options={"max_chunk": 1}) as single:
+        _, t_call, cpu_call = run(single, noops[:N_CALLS])  # one Ray call per sample: the per-call cost
     print(table(rows_out))
     print("per-sample cost, no-op reward, 2 workers/actors, 20,000 samples:")
     for k, v in per.items():
         print(f"  {k}: {v * 1e6:.1f} us/sample")
+    print(
+        f"per Ray call (no-op, one sample per call, {N_CALLS} calls, 2 actors): wall {t_call / N_CALLS * 1e6:.0f} us, "
+        f"driver cpu {cpu_call / N_CALLS * 1e6:.0f} us"
+    )
     print(
         f"actor start (create -> ready, rewards loaded): median {1000 * statistics.median(starts):.0f} ms, "
         f"max {1000 * max(starts):.0f} ms over {len(starts)} actors; ray.init (local 2-CPU cluster) {t_init:.1f} s"

@@ -26,6 +26,11 @@ class LengthModel:
         return [self.scale * len(c) for c in completions]
 
 
-async def async_judge(prompt: str, completion: str) -> float:
-    """Stands in for a judge: per sample, async."""
-    return 1.0 if completion.endswith("4") else 0.0
+class AsyncJudge:
+    """Stands in for a judge: built from its settings, then called per sample, async."""
+
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+
+    async def __call__(self, prompt: str, completion: str) -> float:
+        return 1.0 if completion.endswith(self.expected) else 0.0

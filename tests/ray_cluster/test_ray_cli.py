@@ -24,11 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 USER_REWARD = textwrap.dedent(
     """
+    import os, sys
     from rewardflow import Score
 
     def where(completion: str) -> Score:
-        # which copy of this module the actor imported: the runtime environment's, not the user's directory
-        return Score(float(len(completion)), info={"file": __file__})
+        # copies of this module that the runtime environment extracted on the actor's node (on one machine the
+        # driver's directory is on the actor's path too, and Python may import either copy)
+        shipped = [p for p in sys.path if "runtime_resources" in p and os.path.isfile(os.path.join(p, "my_rewards.py"))]
+        return Score(float(len(completion)), info={"shipped": shipped})
     """
 )
 
@@ -50,8 +53,7 @@ def test_score_with_executor_ray_ships_a_reward_from_the_current_directory(clust
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [o["reward"] for o in out] == [float(n) for n in range(1, 41)]
     assert all(o["status"] == "ok" for o in out)
-    files = {o["info"]["file"] for o in out}
-    assert all("runtime_resources" in f and str(tmp_path) not in f for f in files), files
+    assert all(o["info"]["shipped"] for o in out), out[0]
     assert {o["info"]["ray_node_id"] for o in out} <= alive_nodes()
 
 

@@ -66,7 +66,7 @@ def test_a_hung_model_call_times_out_and_the_next_batch_gets_a_fresh_actor(clust
 
 
 def test_a_judge_shaped_reward_runs_per_sample_inside_the_actor(cluster: object) -> None:
-    judge = RayModel("tests.ray_cluster._models:async_judge", num_gpus=0, name="judge")
+    judge = RayModel("tests.ray_cluster._models:AsyncJudge", "4", num_gpus=0, name="judge")
     with Engine(judge) as engine:
         got = in_thread(lambda: engine.score(ROWS), 300)
     assert [r.value for r in got] == [0.0, 1.0, 0.0, 0.0]
