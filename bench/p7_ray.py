@@ -82,6 +82,19 @@ def main() -> None:
                 "pool driver cpu": cpu_pool / n,
                 "ray driver cpu": cpu_ray / n,
             }
+    with Engine("gsm8k", executor="ray", workers=2, timeout=30, ray_options={"max_chunk": 1}) as unchunked:
+        _, t_unchunked, _ = run(unchunked, gsm)  # what chunked dispatch buys on a cheap reward
+    g_pool = figures["gsm8k 5,276"][0]
+    n = len(gsm)
+    rows_out.append(
+        (
+            "gsm8k, 1 sample/call",
+            f"{n / g_pool:.0f}",
+            f"{n / t_unchunked:.0f}",
+            f"{100 * g_pool / t_unchunked:.0f} %",
+            "-",
+        )
+    )
     with Engine(noop, executor="ray", workers=2, timeout=30, ray_options={"max_chunk": 1}) as single:
         _, t_call, cpu_call = run(single, noops[:N_CALLS])  # one Ray call per sample: the per-call cost
     print(table(rows_out))
