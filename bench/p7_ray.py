@@ -50,7 +50,9 @@ def main() -> None:
     import ray
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False
+    )
     t_init = time.perf_counter() - t0
     print(f"P7 Ray executor vs process pool, local Ray with 2 CPUs, {machine()}, load {os.getloadavg()[0]:.2f}")
     rows_out = [("workload", "pool rows/s", "ray rows/s", "ray / pool", "target")]

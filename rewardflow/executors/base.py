@@ -17,15 +17,35 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from rewardflow.errors import ConfigError
 from rewardflow.types import RewardResult, Sample
 
-__all__ = ["EXECUTORS", "Batch", "Executor", "Task", "make_executor"]
+__all__ = ["EXECUTORS", "Batch", "Executor", "PoolState", "PoolStats", "Task", "make_executor"]
 
 #: Names accepted by ``Engine(executor=...)``, ``executor:`` in a spec and ``--executor``.
 EXECUTORS = ("process", "ray")
+
+
+class PoolState(str, Enum):
+    """An executor's lifecycle: created, started (workers on first use), closed."""
+
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+@dataclass
+class PoolStats:
+    """Counters a benchmark or dashboard can read."""
+
+    spawned: int = 0
+    killed_timeout: int = 0
+    died: int = 0
+    retried: int = 0
+    completed: int = 0
 
 
 class Batch:

@@ -49,13 +49,12 @@ import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from multiprocessing.connection import Connection
 from typing import Any
 
 from rewardflow.errors import ConfigError, EngineClosedError
 from rewardflow.executors._forkserver import MAIN_ENV, describe_main
-from rewardflow.executors.base import Batch, Task
+from rewardflow.executors.base import Batch, PoolState, PoolStats, Task
 from rewardflow.executors.worker import worker_main
 from rewardflow.reward import Reward
 from rewardflow.types import RewardResult, Sample, Status
@@ -68,23 +67,6 @@ _MIN_STRAGGLER_S = 0.25
 _STRAGGLER_FACTOR = 20.0
 _FIRST_CALL_GRACE_S = 2.0
 _LATENCY_WINDOW = 512
-
-
-class PoolState(str, Enum):
-    NEW = "new"
-    RUNNING = "running"
-    CLOSED = "closed"
-
-
-@dataclass
-class PoolStats:
-    """Counters a benchmark or dashboard can read."""
-
-    spawned: int = 0
-    killed_timeout: int = 0
-    died: int = 0
-    retried: int = 0
-    completed: int = 0
 
 
 @dataclass(slots=True)

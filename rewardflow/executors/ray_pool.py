@@ -51,12 +51,11 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from rewardflow.errors import ConfigError, EngineClosedError, MissingDependencyError
-from rewardflow.executors.base import Batch, Task
+from rewardflow.executors.base import Batch, PoolState, PoolStats, Task
 from rewardflow.executors.ray_actor import NODE_KEY, RewardActor
 from rewardflow.reward import Reward
 from rewardflow.types import RewardResult, Sample, Status
@@ -70,21 +69,10 @@ _START_FAILURES = 3
 STRATEGIES = ("SPREAD", "DEFAULT", "placement_group")
 
 
-class _State(str, Enum):
-    NEW = "new"
-    RUNNING = "running"
-    CLOSED = "closed"
-
-
 @dataclass
-class RayStats:
-    """Counters a benchmark or dashboard can read (the process pool's, plus actor start times)."""
+class RayStats(PoolStats):
+    """The process pool's counters, plus actor start times."""
 
-    spawned: int = 0
-    killed_timeout: int = 0
-    died: int = 0
-    retried: int = 0
-    completed: int = 0
     start_s: list[float] = field(default_factory=list)  # seconds from creating an actor to its ready()
 
 
@@ -122,7 +110,8 @@ def connect(
     env = dict(runtime_env or {})
     if shipped:
         env["py_modules"] = [*env.get("py_modules", []), *shipped]
-    kwargs: dict[str, Any] = {"address": address, "runtime_env": env or None}
+    # "local": always a new instance, never a stale or foreign cluster this machine happens to have recorded
+    kwargs: dict[str, Any] = {"address": address or "local", "runtime_env": env or None}
     if address is None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs["include_dashboard"] = False
@@ -231,7 +220,7 @@ class RayPool:
         self._wake = threading.Event()
         self._pending: deque[Task] = deque()
         self._actors: list[_Actor] = []
-        self._state = _State.NEW
+        self._state = PoolState.NEW
         self._thread: threading.Thread | None = None
         self._owns_ray = False
         self._actor_cls: Any = None
@@ -248,11 +237,11 @@ class RayPool:
         batch = Batch(len(samples))
         tasks = [Task(batch, i, reward_id, s, timeout) for i, s in enumerate(samples)]
         with self._lock:
-            if self._state is _State.CLOSED:
+            if self._state is PoolState.CLOSED:
                 raise EngineClosedError("the Ray pool is closed")
             if reward_id not in self._rewards:
                 raise ConfigError(f"reward {reward_id!r} is not registered with this pool")
-            if self._state is _State.NEW:
+            if self._state is PoolState.NEW:
                 self._start()
             self._pending.extend(tasks)
             if tasks and self._start_failures >= _START_FAILURES:
@@ -264,9 +253,9 @@ class RayPool:
     def start(self, wait: float = 120.0) -> bool:
         """Connect and start the actors now; True once ``workers`` of them are ready (at most ``wait`` s)."""
         with self._lock:
-            if self._state is _State.CLOSED:
+            if self._state is PoolState.CLOSED:
                 raise EngineClosedError("the Ray pool is closed")
-            if self._state is _State.NEW:
+            if self._state is PoolState.NEW:
                 self._start()
         self._wake.set()
         deadline = time.monotonic() + wait
@@ -287,10 +276,10 @@ class RayPool:
     def close(self, wait: bool = True) -> None:
         """Fail queued samples, end every actor, remove the placement group. Idempotent."""
         with self._lock:
-            if self._state is _State.CLOSED:
+            if self._state is PoolState.CLOSED:
                 return
-            started = self._state is _State.RUNNING
-            self._state = _State.CLOSED
+            started = self._state is PoolState.RUNNING
+            self._state = PoolState.CLOSED
             tasks = list(self._pending)
             self._pending.clear()
             actors, self._actors = self._actors, []
@@ -356,7 +345,7 @@ class RayPool:
             options["scheduling_strategy"] = "SPREAD"
         self._actor_cls = ray.remote(RewardActor)
         self._actor_options = options
-        self._state = _State.RUNNING
+        self._state = PoolState.RUNNING
         self._thread = threading.Thread(target=self._run, name="rewardflow-ray-pool", daemon=True)
         self._thread.start()
 
@@ -403,7 +392,7 @@ class RayPool:
         ray = self._ray
         while True:
             with self._lock:
-                if self._state is _State.CLOSED:
+                if self._state is PoolState.CLOSED:
                     return
                 self._maintain(time.monotonic())
                 self._dispatch()
@@ -419,7 +408,7 @@ class RayPool:
                 more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
                 done += more
             with self._lock:
-                if self._state is _State.CLOSED:
+                if self._state is PoolState.CLOSED:
                     return
                 for ref in done:
                     a = watched[ref]
@@ -517,7 +506,7 @@ class RayPool:
 
     def _dispatch(self) -> None:
         """Give each ready, idle actor a chunk (called with the lock held)."""
-        if self._state is not _State.RUNNING:
+        if self._state is not PoolState.RUNNING:
             return
         ready = [a for a in self._actors if a.node is not None]
         for a in ready:

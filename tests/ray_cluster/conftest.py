@@ -42,6 +42,7 @@ def cluster() -> Iterator[Any]:
         "gcs_server_port": free_port(),
         "dashboard_agent_listen_port": free_port(),
     }
+    address_before = os.environ.get("RAY_ADDRESS")  # ray.init sets it for its subprocesses; restored below
     c = Cluster(initialize_head=True, head_node_args=head)
     try:
         for _ in range(NODES - 1):
@@ -52,6 +53,27 @@ def cluster() -> Iterator[Any]:
     finally:
         ray.shutdown()
         c.shutdown()
+        # Cluster records its address for `ray.init()` to find; a stale record would make a later `ray.init()`
+        # (other tests, the docs' examples) try to join this cluster, now gone
+        _forget_address(c.address)
+        if address_before is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = address_before
+
+
+def _forget_address(address: str) -> None:
+    """Remove Ray's record of the current cluster if it is ours (other Ray users on the machine keep theirs)."""
+    from ray._private.utils import get_ray_address_file
+
+    path = get_ray_address_file(None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            recorded = f.read().strip()
+        if recorded == address:
+            os.remove(path)
+    except OSError:
+        pass
 
 
 def alive_nodes() -> set[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rewardflow import Engine
+from rewardflow.errors import ConfigError
 from rewardflow.spec import parse_spec
 from tests.ray_cluster.conftest import alive_nodes
 
@@ -73,6 +74,11 @@ def test_serve_with_executor_ray_in_the_spec(cluster: object, tmp_path: Path) ->
     results = reply.json()["results"]
     assert [r["reward"] for r in results] == [1.0] * 20
     assert {r["info"]["ray_node_id"] for r in results} <= alive_nodes()
+
+
+def test_an_unknown_executor_in_the_spec_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"spec: executor: Input should be 'process' or 'ray'"):
+        parse_spec({"executor": "dask", "rewards": [{"reward": "gsm8k"}]})
 
 
 def test_spec_selects_the_executor() -> None:

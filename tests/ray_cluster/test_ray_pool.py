@@ -48,6 +48,7 @@ def test_gsm8k_solutions_score_identically_on_every_node(cluster: object) -> Non
         expected = in_thread(lambda: local.score(rows), 900)
     with Engine("gsm8k", executor="ray", workers=NODES, timeout=30) as remote:
         assert isinstance(remote._get_pool(), Executor)
+        assert in_thread(lambda: remote.pool.start(180), 200)
         got = in_thread(lambda: remote.score(rows), 900)
         pool = remote.pool
     assert len(got) == len(rows)
@@ -161,6 +162,7 @@ def test_placement_group_strategy_spreads_actors_and_is_removed_on_close(cluster
 
     options = {"strategy": "placement_group"}
     with Engine(_rewards.length_reward, executor="ray", workers=NODES, ray_options=options) as e:
+        assert in_thread(lambda: e._get_pool().start(180), 200)  # every actor up before the (short) batch
         results = in_thread(lambda: e.score([Sample("p", "ab")] * 300), 300)
     assert {r.value for r in results} == {2.0}
     assert len({r.info[NODE_KEY] for r in results}) == NODES
