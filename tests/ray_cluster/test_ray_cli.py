@@ -40,6 +40,7 @@ USER_REWARD = textwrap.dedent(
 def _env() -> dict[str, str]:
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     env.pop("PYTHONPATH", None)
+    env.pop("RAY_ADDRESS", None)  # only --ray-address says where the cluster is
     return env
 
 
