@@ -27,8 +27,9 @@
   after 5 s and removes the placement group. Actors are owned by this process, so Ray also ends them if it dies.
 
 Connecting: ``address=None`` joins the cluster this process is already connected to, else starts a local one
-(usage statistics off; the local instance is shut down on close); ``"auto"`` joins the cluster started on this
-machine with ``ray start``; ``"ray://host:10001"`` goes through Ray Client.
+(usage statistics off, no dashboard; it stays up until this process exits, so later engines reuse it, and Ray
+shuts it down at exit); ``"auto"`` joins the cluster started on this machine with ``ray start``;
+``"ray://host:10001"`` goes through Ray Client.
 
 How the rewards reach the actors: by value for functions defined in ``__main__`` (cloudpickle), by reference
 (module and name) for everything else, so their modules must import on every node: ``rewardflow`` and the
@@ -101,8 +102,10 @@ def connect(
     runtime_env: Mapping[str, Any] | None,
     shipped: Sequence[str] = (),
     init_kwargs: Mapping[str, Any] | None = None,
-) -> bool:
-    """``ray.init`` for a process not yet connected; True if that started a local instance of our own.
+) -> None:
+    """``ray.init`` for a process not yet connected (``address=None``: a new local instance).
+
+    A local instance is not shut down when the pool closes: another engine of this process may be using it.
 
     Local files (``shipped`` modules) can be uploaded only at the job level, so the runtime environment goes to
     ``ray.init``. A local instance of our own reports no usage statistics and runs no dashboard.
@@ -117,7 +120,6 @@ def connect(
         kwargs["include_dashboard"] = False
     kwargs.update(init_kwargs or {})
     ray.init(**kwargs)
-    return address is None
 
 
 def _installed(path: str) -> bool:
@@ -222,7 +224,6 @@ class RayPool:
         self._actors: list[_Actor] = []
         self._state = PoolState.NEW
         self._thread: threading.Thread | None = None
-        self._owns_ray = False
         self._actor_cls: Any = None
         self._actor_options: dict[str, Any] = {}
         self._placement: Any = None
@@ -311,8 +312,6 @@ class RayPool:
                 logger.debug("removing the placement group failed", exc_info=True)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        if self._owns_ray:
-            ray.shutdown()
 
     def __enter__(self) -> RayPool:
         return self
@@ -331,9 +330,7 @@ class RayPool:
             "max_concurrency": 1,
         }
         if not ray.is_initialized():
-            self._owns_ray = connect(
-                ray, self.address, self._runtime_env, cwd_modules(self._rewards), self._init_kwargs
-            )
+            connect(ray, self.address, self._runtime_env, cwd_modules(self._rewards), self._init_kwargs)
         elif self._runtime_env:  # joined by the caller's ray.init: only URIs, pip, env_vars ... per actor
             options["runtime_env"] = self._runtime_env
         if self.strategy == "placement_group":

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,22 @@ def test_score_with_executor_ray_ships_a_reward_from_the_current_directory(clust
     assert all(o["status"] == "ok" for o in out)
     assert all(o["info"]["shipped"] for o in out), out[0]
     assert {o["info"]["ray_node_id"] for o in out} <= alive_nodes()
+
+
+def test_without_an_address_the_cli_starts_a_local_ray_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    from tests._procs import wait_gone
+
+    marker = f"RF_RAY_LOCAL_{uuid.uuid4().hex}"
+    rows = [{"prompt": "q", "completion": "The answer is 18.", "answer": "#### 18"}] * 30
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cmd = [sys.executable, "-m", "rewardflow.cli", "score", "in.jsonl", "-r", "gsm8k", "--executor", "ray"]
+    env = dict(_env(), PYTHONPATH=str(ROOT), **{marker: "1"})  # Ray's processes inherit the marker
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [o["reward"] for o in out] == [1.0] * 30
+    assert len({o["info"]["ray_node_id"] for o in out}) == 1  # one local node
+    assert wait_gone(marker, 60) == []  # the local Ray (raylet, GCS, workers) ended with the command
 
 
 def test_serve_with_executor_ray_in_the_spec(cluster: object, tmp_path: Path) -> None:
