@@ -73,7 +73,7 @@ def test_without_an_address_the_cli_starts_a_local_ray_and_leaves_nothing_behind
     out = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [o["reward"] for o in out] == [1.0] * 30
     assert len({o["info"]["ray_node_id"] for o in out}) == 1  # one local node
-    assert wait_gone(marker, 60) == []  # the local Ray (raylet, GCS, workers) ended with the command
+    assert wait_gone(marker, 120) == []  # the local Ray (raylet, GCS, workers) ended with the command
 
 
 def test_serve_with_executor_ray_in_the_spec(cluster: object, tmp_path: Path) -> None:
