@@ -205,3 +205,37 @@ def test_bad_configuration_is_a_clear_error() -> None:
         Engine(_rewards.length_reward, executor="dask")
     with pytest.raises(ConfigError, match="strategy"):
         RayPool({}, strategy="PACKED")
+
+
+def test_a_reward_the_nodes_cannot_import_is_an_error_naming_the_import(cluster: object, tmp_path) -> None:
+    """The module is importable here (a directory on this process's path only), not in the actors."""
+    import importlib
+    import sys
+
+    (tmp_path / "elsewhere_rewards.py").write_text("def score(completion: str) -> float:\n    return 1.0\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module("elsewhere_rewards")
+        pool = RayPool({"e": Reward.wrap(module.score, name="e")}, workers=1)
+        try:
+            results = pool.submit("e", [Sample("p", "a")] * 3, timeout=10).future.result(timeout=300)
+        finally:
+            pool.close()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("elsewhere_rewards", None)
+    assert [r.status for r in results] == [Status.ERROR] * 3
+    assert "Ray actors fail to start" in results[0].reason
+    assert "No module named 'elsewhere_rewards'" in results[0].reason
+
+
+def test_no_room_for_any_actor_is_an_error_after_the_start_timeout(cluster: object) -> None:
+    rw = Reward.wrap(_rewards.length_reward, name="l")
+    pool = RayPool({"l": rw}, workers=1, num_cpus=64, start_timeout=2.0)  # no node has 64 CPUs
+    try:
+        results = pool.submit("l", [Sample("p", "ab")] * 2, timeout=10).future.result(timeout=120)
+    finally:
+        pool.close()
+    assert [r.status for r in results] == [Status.ERROR] * 2
+    assert "no Ray actor became ready within 2s" in results[0].reason and "64 free CPU(s)" in results[0].reason
+    assert _no_actors_left() == []
