@@ -20,10 +20,20 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
-from rewardflow.errors import ConfigError
+from rewardflow.errors import ConfigError, EngineClosedError
 from rewardflow.types import RewardResult, Sample
 
-__all__ = ["EXECUTORS", "Batch", "Executor", "PoolState", "PoolStats", "Task", "make_executor"]
+__all__ = [
+    "EXECUTORS",
+    "Batch",
+    "Executor",
+    "PoolState",
+    "PoolStats",
+    "StartsOnFirstUse",
+    "Task",
+    "make_executor",
+    "new_batch",
+]
 
 #: Names accepted by ``Engine(executor=...)``, ``executor:`` in a spec and ``--executor``.
 EXECUTORS = ("process", "ray")
@@ -101,6 +111,37 @@ class Task:
     @property
     def done(self) -> bool:
         return self.batch.cancelled or self.batch.results[self.index] is not None or self.batch.future.done()
+
+
+def new_batch(reward_id: str, samples: Sequence[Sample], timeout: float | None) -> tuple[Batch, list[Task]]:
+    """The batch handle and one task per sample, for :meth:`Executor.submit`."""
+    batch = Batch(len(samples))
+    return batch, [Task(batch, i, reward_id, s, timeout) for i, s in enumerate(samples)]
+
+
+class StartsOnFirstUse:
+    """The lifecycle both executors share: workers start on the first batch (or :meth:`Executor.start`)."""
+
+    _state: PoolState
+    _what: str  # "process pool", "Ray pool": how errors name the executor
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _ensure_running(self) -> None:
+        """With the executor's lock held: refuse if closed, start if new."""
+        if self._state is PoolState.CLOSED:
+            raise EngineClosedError(f"the {self._what} is closed")
+        if self._state is PoolState.NEW:
+            self._start()
+
+    def _mark_closed(self) -> bool | None:
+        """With the executor's lock held: ``None`` if it was closed already, else whether it had started."""
+        if self._state is PoolState.CLOSED:
+            return None
+        started = self._state is PoolState.RUNNING
+        self._state = PoolState.CLOSED
+        return started
 
 
 @runtime_checkable

@@ -54,7 +54,7 @@ from typing import Any
 
 from rewardflow.errors import ConfigError, EngineClosedError
 from rewardflow.executors._forkserver import MAIN_ENV, describe_main
-from rewardflow.executors.base import Batch, PoolState, PoolStats, Task
+from rewardflow.executors.base import Batch, PoolState, PoolStats, StartsOnFirstUse, Task, new_batch
 from rewardflow.executors.worker import worker_main
 from rewardflow.reward import Reward
 from rewardflow.types import RewardResult, Sample, Status
@@ -141,7 +141,7 @@ def _end(workers: Sequence[_Worker], *, kill: bool, grace: float) -> None:
         w.conn.close()
 
 
-class ProcessPool:
+class ProcessPool(StartsOnFirstUse):
     """Worker processes for sync rewards; see the module docstring for the guarantees."""
 
     def __init__(
@@ -193,6 +193,7 @@ class ProcessPool:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._state = PoolState.NEW
+        self._what = "process pool"
         self._thread: threading.Thread | None = None
         self._ids = itertools.count()
         self._start_failures = 0
@@ -205,26 +206,21 @@ class ProcessPool:
         Individual samples never raise: every failure is a result. The future fails only if the pool is closed
         or broken while the batch is in flight.
         """
-        batch = Batch(len(samples))
-        tasks = [Task(batch, i, reward_id, s, timeout) for i, s in enumerate(samples)]
+        batch, tasks = new_batch(reward_id, samples, timeout)
         with self._lock:
-            if self._state is PoolState.CLOSED:
-                raise EngineClosedError("the process pool is closed")
-            if reward_id not in self._latency_ring:
+            if reward_id not in self._latency_ring and self._state is not PoolState.CLOSED:
                 raise ConfigError(f"reward {reward_id!r} is not registered with this pool")
+            self._ensure_running()
             self._pending.extend(tasks)
-            if self._state is PoolState.NEW:
-                self._start()
         self._wake()
         return batch
 
     def close(self, wait: bool = True) -> None:
         """Kill every worker and fail queued samples with :class:`EngineClosedError`. Idempotent."""
         with self._lock:
-            if self._state is PoolState.CLOSED:
+            started = self._mark_closed()
+            if started is None:
                 return
-            started = self._state is PoolState.RUNNING
-            self._state = PoolState.CLOSED
         if started:
             self._wake()
             if wait and self._thread is not None and self._thread is not threading.current_thread():
@@ -235,10 +231,7 @@ class ProcessPool:
     def start(self, wait: float = 120.0) -> bool:
         """Start the worker processes now, without scoring anything; True once ``workers`` of them are ready."""
         with self._lock:
-            if self._state is PoolState.CLOSED:
-                raise EngineClosedError("the process pool is closed")
-            if self._state is PoolState.NEW:
-                self._start()
+            self._ensure_running()
         self._wake()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardflow.errors import ConfigError, EngineClosedError, MissingDependencyError
-from rewardflow.executors.base import Batch, PoolState, PoolStats, Task
+from rewardflow.executors.base import Batch, PoolState, PoolStats, StartsOnFirstUse, Task, new_batch
 from rewardflow.executors.ray_actor import NODE_KEY, RewardActor
 from rewardflow.reward import Reward
 from rewardflow.types import RewardResult, Sample, Status
@@ -161,7 +161,7 @@ def describe_ray_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:400]}" if text else type(exc).__name__
 
 
-class RayPool:
+class RayPool(StartsOnFirstUse):
     """Ray actors for sync rewards; see the module docstring for the guarantees.
 
     Args:
@@ -223,6 +223,7 @@ class RayPool:
         self._pending: deque[Task] = deque()
         self._actors: list[_Actor] = []
         self._state = PoolState.NEW
+        self._what = "Ray pool"
         self._thread: threading.Thread | None = None
         self._actor_cls: Any = None
         self._actor_options: dict[str, Any] = {}
@@ -235,15 +236,11 @@ class RayPool:
 
     def submit(self, reward_id: str, samples: Sequence[Sample], timeout: float | None) -> Batch:
         """Queue samples for one reward; ``batch.future`` resolves to one result per sample, in input order."""
-        batch = Batch(len(samples))
-        tasks = [Task(batch, i, reward_id, s, timeout) for i, s in enumerate(samples)]
+        batch, tasks = new_batch(reward_id, samples, timeout)
         with self._lock:
-            if self._state is PoolState.CLOSED:
-                raise EngineClosedError("the Ray pool is closed")
-            if reward_id not in self._rewards:
+            if reward_id not in self._rewards and self._state is not PoolState.CLOSED:
                 raise ConfigError(f"reward {reward_id!r} is not registered with this pool")
-            if self._state is PoolState.NEW:
-                self._start()
+            self._ensure_running()
             self._pending.extend(tasks)
             if tasks and self._start_failures >= _START_FAILURES:
                 self._start_failures = 0  # new work: try starting actors again
@@ -254,10 +251,7 @@ class RayPool:
     def start(self, wait: float = 120.0) -> bool:
         """Connect and start the actors now; True once ``workers`` of them are ready (at most ``wait`` s)."""
         with self._lock:
-            if self._state is PoolState.CLOSED:
-                raise EngineClosedError("the Ray pool is closed")
-            if self._state is PoolState.NEW:
-                self._start()
+            self._ensure_running()
         self._wake.set()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -277,10 +271,9 @@ class RayPool:
     def close(self, wait: bool = True) -> None:
         """Fail queued samples, end every actor, remove the placement group. Idempotent."""
         with self._lock:
-            if self._state is PoolState.CLOSED:
+            started = self._mark_closed()
+            if started is None:
                 return
-            started = self._state is PoolState.RUNNING
-            self._state = PoolState.CLOSED
             tasks = list(self._pending)
             self._pending.clear()
             actors, self._actors = self._actors, []
