@@ -41,7 +41,7 @@ from typing import Any
 
 import psutil
 from _common import gsm8k_rows, machine, table
-from _loadgen import post_all
+from _loadgen import post_all, run
 
 from rewardflow import Engine, load_spec
 
@@ -188,24 +188,40 @@ def gsm8k_part(n_rows: int, rounds: int, tmp: Path) -> list[tuple[str, ...]]:
     peaks: list[int] = []
     try:
         idle = server.rss()
-        asyncio.run(engine_all(engine, batches[:4], 4))  # warm: workers up, rewards imported
-        asyncio.run(post_all(port, "/v1/score", native[:4], 4))
-        for _ in range(rounds):  # interleaved, so load from other jobs hits both sides alike
+        run(engine_all(engine, batches[:4], 4))  # warm: workers up, rewards imported
+        run(post_all(port, "/v1/score", native[:4], 4))
+
+        def service_batches() -> tuple[float, list[float]]:
+            server.sample_peak()
+            t, lat, replies = run(post_all(port, "/v1/score", native, 4))
+            peaks.append(server.stop_sampling())
+            assert [x["status"] for reply in replies for x in reply["results"]] == ["ok"] * n
+            return t, lat
+
+        def service_singles() -> tuple[float, list[float]]:
+            server.sample_peak()
+            t, lat, replies = run(post_all(port, "/get_reward", one, 256))
+            peaks.append(server.stop_sampling())
+            assert all(len(reply["rewards"]) == 1 for reply in replies)
+            return t, lat
+
+        pairs = {
+            ("eb", "sb"): (lambda: run(engine_all(engine, batches, 4)), service_batches),
+            ("es", "ss"): (lambda: run(engine_all(engine, singles, 256)), service_singles),
+        }
+        for i in range(rounds):  # interleaved, so load from other jobs hits both sides alike
             start = time.perf_counter()
             engine.score(rows)
             runs["whole"].append((time.perf_counter() - start, []))
-            runs["eb"].append(asyncio.run(engine_all(engine, batches, 4)))
-            server.sample_peak()
-            t, lat, replies = asyncio.run(post_all(port, "/v1/score", native, 4))
-            peaks.append(server.stop_sampling())
-            assert [x["status"] for reply in replies for x in reply["results"]] == ["ok"] * n
-            runs["sb"].append((t, lat))
-            runs["es"].append(asyncio.run(engine_all(engine, singles, 256)))
-            server.sample_peak()
-            t, lat, replies = asyncio.run(post_all(port, "/get_reward", one, 256))
-            peaks.append(server.stop_sampling())
-            assert all(len(reply["rewards"]) == 1 for reply in replies)
-            runs["ss"].append((t, lat))
+            for (a, b), (in_process, service) in pairs.items():
+                # each pair back to back, the order alternating by round: a drift in the machine's load (other
+                # jobs start and stop) then favours neither side; the ratio is taken per round
+                if i % 2 == 0:
+                    runs[a].append(in_process())
+                    runs[b].append(service())
+                else:
+                    runs[b].append(service())
+                    runs[a].append(in_process())
     finally:
         engine.close()
         server.close()
@@ -216,8 +232,19 @@ def gsm8k_part(n_rows: int, rounds: int, tmp: Path) -> list[tuple[str, ...]]:
 
     (t_eb, l_eb), (t_sb, l_sb), (t_es, l_es), (t_ss, l_ss) = (median(k) for k in ("eb", "sb", "es", "ss"))
     t_whole = median("whole")[0]
-    ratio_b = t_eb / t_sb
-    ratio_s = t_es / t_ss
+
+    def median_ratio(a: str, b: str) -> float:
+        ratios = sorted(ta / tb for (ta, _), (tb, _) in zip(runs[a], runs[b], strict=True))
+        return (
+            ratios[len(ratios) // 2]
+            if len(ratios) % 2
+            else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+        )
+
+    ratio_b = median_ratio("eb", "sb")
+    ratio_s = median_ratio("es", "ss")
+    # rows/s: the median run of each kind; "vs in-process": the median of the per-round ratios (each round's pair
+    # ran back to back), which is what the targets are judged on
     out: list[tuple[str, ...]] = [("run (median of rounds)", "rows/s", "vs in-process", "p50 ms", "p99 ms")]
     out += [
         ("in-process Engine.score, whole batch (reference)", f"{n / t_whole:.0f}", "", "", ""),
@@ -230,6 +257,9 @@ def gsm8k_part(n_rows: int, rounds: int, tmp: Path) -> list[tuple[str, ...]]:
     ]  # fmt: skip
     every = {k: [f"{n / t:.0f}" for t, _ in v] for k, v in runs.items()}
     print(f"rows/s per round: {every}")
+    per_round = {f"{b}/{a}": [f"{ta / tb:.0%}" for (ta, _), (tb, _) in zip(runs[a], runs[b], strict=True)]
+                 for a, b in (("eb", "sb"), ("es", "ss"))}  # fmt: skip
+    print(f"service / in-process per round: {per_round}")
     print(f"server RSS (process + reward workers): idle {mib(idle)} MiB, loaded peak {mib(max(peaks))} MiB")
     print(f"target: batches of 64 >= 85 %: {ratio_b:.0%} ({ratio_b >= 0.85}); one-sample x256 >= 60 %: {ratio_s:.0%} "
           f"({ratio_s >= 0.6}); one-sample x256 vs in-process batches of 64: {t_eb / t_ss:.0%}")  # fmt: skip
@@ -304,9 +334,9 @@ def minilm_part(n_short: int, n_long: int, tmp: Path) -> list[tuple[str, ...]]:
         else:
             server = Proc(serve_cmd(spec, port, "--batch-wait-ms", mode), port, OMP_NUM_THREADS="1")
         try:
-            asyncio.run(post_all(port, "/get_reward", texts["short"][:64], 64))  # load + warm the model
+            run(post_all(port, "/get_reward", texts["short"][:64], 64))  # load + warm the model
             for kind, bodies in texts.items():
-                seconds, lat, replies = asyncio.run(post_all(port, "/get_reward", bodies, 64))
+                seconds, lat, replies = run(post_all(port, "/get_reward", bodies, 64))
                 values = [x for reply in replies for x in reply["rewards"]]
                 RUNS_MINILM[(kind, mode)] = (len(bodies) / seconds, lat, values)
         finally:
@@ -333,7 +363,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer rows (smoke test)")
     parser.add_argument("--part", choices=["gsm8k", "minilm", "all"], default="all")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the gsm8k runs")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the gsm8k runs")
     args = parser.parse_args()
     n_gsm8k = 1024 if args.quick else 5276
     n_short, n_long = (64, 64) if args.quick else (256, 128)

@@ -6,6 +6,8 @@ Routes:
   :mod:`rewardflow.server.schemas`, behaviour in :class:`~rewardflow.server.service.Service`. In a running
   server the guard's fast path answers them; the FastAPI handlers here call the same service methods (they
   define the OpenAPI operations and serve an app used without the guard);
+* ``GET /v1/components``: the rewards behind ``/v1/score`` (name, weight, gate, kind), for
+  :attr:`rewardflow.client.RemoteEngine.components`;
 * ``POST /run_code`` (SandboxFusion): one program run in rewardflow's sandbox, SandboxFusion's request and reply
   (:mod:`rewardflow.server.run_code`); through FastAPI, behind the guard's token and body limits;
 * ``GET /healthz`` (the process answers), ``GET /readyz`` (spec loaded, reward workers up, not shutting down;
@@ -25,9 +27,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rewardflow.server.config import ServerConfig
-from rewardflow.server.guard import TIMEOUT_HEADER, Guard, validation_body
+from rewardflow.server.guard import COMPONENTS_HEADER, TIMEOUT_HEADER, Guard, validation_body
 from rewardflow.server.run_code import CodeRunner, RunCodeRequest, RunCodeResponse
 from rewardflow.server.schemas import (
+    ComponentsResponse,
     ErrorResponse,
     OpenRLHFRequest,
     OpenRLHFResponse,
@@ -104,7 +107,16 @@ def create_app(spec: Spec, config: ServerConfig) -> Guard:
     @app.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS, tags=["native"])
     async def score(body: ScoreRequest, request: Request) -> Any:
         """Score a batch: one typed result per sample, in order (reward, status, reason, components, latency_ms)."""
-        return JSONResponse(await service.native(body, _timeout(request)))
+        describe = COMPONENTS_HEADER.decode() in request.headers
+        return JSONResponse(await service.native(body, _timeout(request), describe))
+
+    @app.get("/v1/components", response_model=ComponentsResponse, responses=_ERRORS, tags=["native"])
+    async def components() -> Any:
+        """The rewards behind ``/v1/score``: each component's name (its key in ``components``), weight, gate and
+        kind, in the spec's order. ``RemoteEngine.components`` reads it, so adapters log per-component keys."""
+        if service.state is not ServiceState.READY:
+            raise Rejected(503, f"service is {service.state.value}", {"Retry-After": str(config.retry_after)})
+        return JSONResponse({"components": service.described})
 
     @app.post("/get_reward", response_model=OpenRLHFResponse, responses={**_ERRORS, **_FAILED}, tags=["OpenRLHF"])
     async def get_reward(body: OpenRLHFRequest, request: Request) -> Any:
