@@ -23,11 +23,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 
 from rewardflow.server.schemas import OpenRLHFRequest, ScoreRequest, SlimeRequest
 from rewardflow.server.service import Rejected, Service
 
-__all__ = ["COMPONENTS_HEADER", "OPEN_PATHS", "TIMEOUT_HEADER", "Guard", "validation_body"]
+__all__ = ["COMPONENTS_HEADER", "OPEN_PATHS", "TIMEOUT_HEADER", "Guard", "encode", "validation_body"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -215,8 +216,20 @@ def _timeout(raw: bytes | None) -> float | None:
     return value if value > 0 else None
 
 
+def encode(payload: Any) -> bytes:
+    """Compact UTF-8 JSON, in pydantic's Rust serializer (a third of ``json.dumps``' time for a batch reply).
+
+    JSON has no NaN or Infinity: a reply holding one (there should be none; reward values are checked finite)
+    is re-encoded by ``json.dumps(allow_nan=False)``, which raises rather than send invalid JSON or a null.
+    """
+    body = to_json(payload, inf_nan_mode="constants")
+    if b"NaN" in body or b"Infinity" in body:  # also true of a string containing them: then the slow path is right
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return body
+
+
 async def _reply(send: Send, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    body = encode(payload)
     raw_headers = [*_JSON, (b"content-length", str(len(body)).encode())]
     if headers:
         raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]

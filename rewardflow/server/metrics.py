@@ -79,11 +79,14 @@ class Metrics:
         # Counted per request first, then one increment per label set.
         counts: dict[tuple[str, str], int] = {}
         observe = self._reward_seconds.observe
+        components = self._components
         for r in results:
             status = r.status.value
-            counts[("total", status)] = counts.get(("total", status), 0) + 1
-            for name in self._components:
-                key = (name, "ok" if r.components.get(name) is not None else (status if not r.ok else "error"))
+            key = ("total", status)
+            counts[key] = counts.get(key, 0) + 1
+            values = r.components
+            for name in components:
+                key = (name, "ok" if values.get(name) is not None else (status if status != "ok" else "error"))
                 counts[key] = counts.get(key, 0) + 1
             if r.latency > 0:
                 observe(r.latency)

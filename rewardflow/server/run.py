@@ -9,6 +9,7 @@ scale out by running several servers and giving the client (:class:`rewardflow.c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from typing import Any
@@ -50,9 +51,57 @@ def build_server(spec: Spec, config: ServerConfig, *, log_level: str = "warning"
         timeout_graceful_shutdown=config.grace,
         lifespan="on",
         loop="uvloop" if _has("uvloop") else "asyncio",  # the `server` extra installs both; a bare install
-        http="httptools" if _has("httptools") else "h11",  # still runs, on the slower pure-Python pair
+        http=_http_protocol(),  # still runs, on the slower pure-Python pair
     )
     return _Server(uv_config)
+
+
+class _OneWrite:
+    """A transport that holds a response head until its body follows, so both leave in one write.
+
+    uvicorn writes the status line and headers, then the body, as two socket writes: two system calls and, on
+    loopback, often two wake-ups of the client, for every one-sample request. The head is held until the next
+    write (the body, written in the same step of the same task) or, at the latest, until the end of the current
+    event-loop turn (a response without a body); everything else passes straight through.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif data[:9] == b"HTTP/1.1 " and data[-4:] == b"\r\n\r\n" and data[9:12] != b"100":
+            self._held = data
+            asyncio.get_running_loop().call_soon(self.flush)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._held is not None:
+            data, self._held = self._held, None
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def _http_protocol() -> Any:
+    """uvicorn's httptools protocol writing each response in one write (:class:`_OneWrite`), else h11."""
+    if not _has("httptools"):
+        return "h11"
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class OneWriteProtocol(HttpToolsProtocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(_OneWrite(transport))
+
+    return OneWriteProtocol
 
 
 def _has(module: str) -> bool:
