@@ -32,9 +32,13 @@ from typing import Any
 
 from rewardflow.types import RewardResult, Sample
 
-__all__ = ["RequestMerger"]
+__all__ = ["ALONE_FROM", "RequestMerger"]
 
 ScoreFn = Callable[[list[Sample]], Awaitable[list[RewardResult]]]
+
+#: Requests of at least this many samples are scored alone: their engine call's fixed cost is already spread
+#: over their samples, and merging them would make a few clients with big batches wait for one another.
+ALONE_FROM = 16
 
 
 class RequestMerger:
@@ -42,15 +46,22 @@ class RequestMerger:
 
     Args:
         score: the engine call (``engine.ascore``): samples in, one result per sample out, in order.
-        max_samples: most samples in one merged call; a request at least this large is scored alone.
+        max_samples: most samples in one merged call.
+        alone_from: a request of at least this many samples is scored alone, at once (see :data:`ALONE_FROM`).
         on_merge: called with the number of requests and of samples of every merged call (metrics, tests).
     """
 
     def __init__(
-        self, score: ScoreFn, *, max_samples: int = 256, on_merge: Callable[[int, int], None] | None = None
+        self,
+        score: ScoreFn,
+        *,
+        max_samples: int = 256,
+        alone_from: int = ALONE_FROM,
+        on_merge: Callable[[int, int], None] | None = None,
     ) -> None:
         self._score = score
         self.max_samples = max_samples
+        self.alone_from = min(alone_from, max_samples)
         self.on_merge = on_merge
         self.calls = 0  # merged engine calls made (tests, bench)
         self._waiting: list[tuple[Sequence[Sample], asyncio.Future[list[RewardResult]]]] = []
@@ -60,7 +71,7 @@ class RequestMerger:
 
     async def score(self, samples: Sequence[Sample], deadline: float | None) -> list[RewardResult]:
         """This request's results, in order; raises :class:`asyncio.TimeoutError` when ``deadline`` passes."""
-        if len(samples) >= self.max_samples:
+        if len(samples) >= self.alone_from:
             return await asyncio.wait_for(self._score(list(samples)), deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[RewardResult]] = loop.create_future()

@@ -1,13 +1,14 @@
 """The service behind the routes: one engine per server process, admission, deadlines and the three dialects.
 
 :class:`Service` owns the engine, hence the one global concurrency limit of the process (the worker pool, the
-judges' limits, the model coalescers of :mod:`rewardflow.server.batching`), and the admission state:
+judges' limits, the model coalescers of :mod:`rewardflow.server.batching`, the request merger of
+:mod:`rewardflow.server.merging`), and the admission state:
 
 * not ready or shutting down: 503 + ``Retry-After``;
 * more samples in one request than ``max_batch``: 413;
 * ``queued + n > max_queue`` while something is queued: 429 + ``Retry-After`` (back-pressure);
 * the request deadline (``min(request timeout, server's)``): samples not done by then come back ``timeout``
-  and the engine cancels their work.
+  and the engine cancels their work (for merged requests: once every request of the engine call gave up).
 
 The dialect methods (:meth:`Service.native`, :meth:`Service.openrlhf`, :meth:`Service.slime`) turn a validated
 body into the reply payload; the HTTP layers (:mod:`~rewardflow.server.guard` fast path and the FastAPI routes

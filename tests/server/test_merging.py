@@ -94,6 +94,19 @@ def test_each_request_has_its_own_deadline_and_a_call_nobody_waits_for_is_cancel
     assert engine.cancelled == 1  # only the abandoned call; the first one went on for its other request
 
 
+def test_requests_of_alone_from_samples_or_more_are_not_merged() -> None:
+    engine = FakeEngine()
+    merger = RequestMerger(engine.ascore, max_samples=100, alone_from=5)
+
+    async def main() -> list[list[RewardResult]]:
+        return list(await asyncio.gather(*(merger.score(_samples(*range(n)), None) for n in (4, 5, 1, 6))))
+
+    out = asyncio.run(main())
+    assert [len(rs) for rs in out] == [4, 5, 1, 6]
+    assert sorted(engine.sizes) == [5, 5, 6]  # the 4 and the 1 merged; the 5 and the 6 went alone
+    assert merger.calls == 1
+
+
 @pytest.mark.parametrize("n", [0, 1])
 def test_a_lone_request_is_scored(n: int) -> None:
     engine = FakeEngine()
