@@ -3,7 +3,9 @@
 Why not aiohttp or httpx: on a 2-core machine the load generator shares the CPUs with the server it measures,
 and a full client library spends several times the server's own per-request CPU (measured: the same trivial
 ASGI app answered 2,079 requests/s to aiohttp and 4,484 to this loop). This one writes pre-built requests over
-keep-alive connections and reads ``Content-Length`` bodies, nothing more, so the figures are the server's.
+keep-alive connections and reads ``Content-Length`` bodies, nothing more, as wrk does; the replies are parsed
+after the clock stops (and checked by the caller), so the figures are the server's. :func:`run` runs a
+benchmark's coroutine on uvloop when it is installed, for the in-process side and the load generator alike.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Everything runs side by side in one run on this machine (the load generator shar
 a trainer on the same node would), and the script prints ratios:
 
 1. gsm8k, batches of 64 rows from 4 concurrent clients: service (``POST /v1/score``) vs the in-process engine
-   with the same batches and concurrency (``Engine.ascore``); target >= 85 %.
+   with the same batches and concurrency (``Engine.ascore``); target >= 85 %. Both sides run their asyncio
+   loop on uvloop (the server's loop), and each round runs the pair back to back in an order that alternates by
+   round; the ratio is the median of the per-round ratios.
 2. gsm8k, one sample per request from 256 concurrent clients (OpenRLHF's pattern, ``POST /get_reward``) vs the
    in-process engine scoring one sample per call from 256 concurrent tasks; target >= 60 %. The in-process
    engine over one whole batch is printed too.
@@ -15,7 +17,9 @@ a trainer on the same node would), and the script prints ratios:
    ``openrlhf/cli/serve_rm.py``) as the anchor; target >= 4x for batching on vs off. Two text lengths: short
    (the completion's last line vs the gold number) and long (whole solution vs reference solution). All three
    servers run with ``OMP_NUM_THREADS=1``: on a 2-core machine shared with other jobs, torch's default
-   2 intra-op threads measured up to 10x slower than one (spinning threads contend with the other load).
+   2 intra-op threads measured up to 10x slower than one (spinning threads contend with the other load). The
+   three servers run side by side; each round measures all three in a rotating order, and every ratio is the
+   median of the per-round ratios.
 
 The load generator is bounded (a fixed number of rows, a fixed number of clients) and talks to 127.0.0.1 only.
 
@@ -301,7 +305,7 @@ ANCHOR = textwrap.dedent(
 )
 
 
-def minilm_part(n_short: int, n_long: int, tmp: Path) -> list[tuple[str, ...]]:
+def minilm_part(n_short: int, n_long: int, rounds: int, tmp: Path) -> list[tuple[str, ...]]:
     from rewardflow.rules.math import gsm8k_gold
 
     rows = gsm8k_rows(max(n_short, n_long))
@@ -327,36 +331,59 @@ def minilm_part(n_short: int, n_long: int, tmp: Path) -> list[tuple[str, ...]]:
     ]
     header = ("MiniLM, 1 sample/request, 64 clients", "rows/s", "vs anchor", "vs off", "p50 ms", "p99 ms")
     out: list[tuple[str, ...]] = [header]
-    for _label, mode in runs:
-        port = free_port()
-        if mode == "anchor":
-            server = Proc([sys.executable, str(anchor_file), str(port)], port, "/ready", OMP_NUM_THREADS="1")
-        else:
-            server = Proc(serve_cmd(spec, port, "--batch-wait-ms", mode), port, OMP_NUM_THREADS="1")
-        try:
+    # The three servers run side by side (an idle one costs no CPU); each round measures all three, in an order
+    # that rotates by round, and the ratios are the medians of the per-round ratios.
+    servers: dict[str, Proc] = {}
+    timings: dict[tuple[str, str], list[tuple[float, list[float], list[float]]]] = {}
+    try:
+        for _label, mode in runs:
+            port = free_port()
+            if mode == "anchor":
+                servers[mode] = Proc([sys.executable, str(anchor_file), str(port)], port, "/ready", OMP_NUM_THREADS="1")
+            else:
+                servers[mode] = Proc(serve_cmd(spec, port, "--batch-wait-ms", mode), port, OMP_NUM_THREADS="1")
             run(post_all(port, "/get_reward", texts["short"][:64], 64))  # load + warm the model
+        for i in range(rounds):
             for kind, bodies in texts.items():
-                seconds, lat, replies = run(post_all(port, "/get_reward", bodies, 64))
-                values = [x for reply in replies for x in reply["rewards"]]
-                RUNS_MINILM[(kind, mode)] = (len(bodies) / seconds, lat, values)
-        finally:
+                modes = [mode for _, mode in runs]
+                for mode in modes[i % 3 :] + modes[: i % 3]:
+                    seconds, lat, replies = run(post_all(servers[mode].port, "/get_reward", bodies, 64))
+                    values = [x for reply in replies for x in reply["rewards"]]
+                    timings.setdefault((kind, mode), []).append((seconds, lat, values))
+    finally:
+        for server in servers.values():
             server.close()
-    for kind in texts:
-        anchor_rate, _, ref = RUNS_MINILM[(kind, "anchor")]
-        off_rate = RUNS_MINILM[(kind, "0")][0]
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    for kind, bodies in texts.items():
+        n = len(bodies)
+        anchor = timings[(kind, "anchor")]
+        off = timings[(kind, "0")]
+        ref = anchor[0][2]
         for label, mode in runs:
-            rate, lat, values = RUNS_MINILM[(kind, mode)]
-            diff = max(abs(a - b) for a, b in zip(values, ref, strict=True))
-            assert diff < 1e-3, f"{label}: rewards differ from the anchor's by {diff}"
-            out.append((f"{kind}: {label}", f"{rate:.1f}", f"{rate / anchor_rate:.2f}x", f"{rate / off_rate:.2f}x",
-                        pct(lat, 0.5), pct(lat, 0.99)))  # fmt: skip
-        on = RUNS_MINILM[(kind, "5")][0]
-        print(f"target ({kind} texts): batching on / off >= 4x: {on / off_rate:.2f}x ({on / off_rate >= 4}); "
-              f"vs the serve_rm.py anchor {on / anchor_rate:.2f}x; rewards equal the anchor's (<1e-3)")  # fmt: skip
+            these = timings[(kind, mode)]
+            for _, _, values in these:
+                diff = max(abs(a - b) for a, b in zip(values, ref, strict=True))
+                assert diff < 1e-3, f"{label}: rewards differ from the anchor's by {diff}"
+            rate = median([n / t for t, _, _ in these])
+            vs_anchor = median([a[0] / t[0] for a, t in zip(anchor, these, strict=True)])
+            vs_off = median([o[0] / t[0] for o, t in zip(off, these, strict=True)])
+            lat = [x for _, latencies, _ in these for x in latencies]
+            RUNS_MINILM[(kind, mode)] = (vs_anchor, vs_off)
+            out.append((f"{kind}: {label}", f"{rate:.1f}", f"{vs_anchor:.2f}x", f"{vs_off:.2f}x", pct(lat, 0.5),
+                        pct(lat, 0.99)))  # fmt: skip
+        on_vs_anchor, on_vs_off = RUNS_MINILM[(kind, "5")]
+        per_round = [f"{o[0] / t[0]:.2f}x" for o, t in zip(off, timings[(kind, "5")], strict=True)]
+        print(f"target ({kind} texts): batching on / off >= 4x: {on_vs_off:.2f}x ({on_vs_off >= 4}; per round "
+              f"{per_round}); vs the serve_rm.py anchor {on_vs_anchor:.2f}x; rewards equal the anchor's")  # fmt: skip
     return out
 
 
-RUNS_MINILM: dict[tuple[str, str], tuple[float, list[float], list[float]]] = {}
+RUNS_MINILM: dict[tuple[str, str], tuple[float, float]] = {}  # (kind, mode): (vs anchor, vs off), medians
 
 
 def main() -> None:
@@ -364,6 +391,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rows (smoke test)")
     parser.add_argument("--part", choices=["gsm8k", "minilm", "all"], default="all")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the gsm8k runs")
+    parser.add_argument("--minilm-rounds", type=int, default=3, help="interleaved rounds of the MiniLM runs")
     args = parser.parse_args()
     n_gsm8k = 1024 if args.quick else 5276
     n_short, n_long = (64, 64) if args.quick else (256, 128)
@@ -373,7 +401,7 @@ def main() -> None:
         if args.part in ("gsm8k", "all"):
             print(table(gsm8k_part(n_gsm8k, args.rounds, Path(d))))
         if args.part in ("minilm", "all"):
-            print(table(minilm_part(n_short, n_long, Path(d))))
+            print(table(minilm_part(n_short, n_long, args.minilm_rounds, Path(d))))
     print(f"wall {time.perf_counter() - start:.1f} s; load after: {load()}")
 
 
