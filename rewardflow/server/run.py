@@ -10,6 +10,7 @@ scale out by running several servers and giving the client (:class:`rewardflow.c
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from typing import Any
@@ -32,6 +33,15 @@ def build_server(spec: Spec, config: ServerConfig, *, log_level: str = "warning"
     service = app.service
 
     class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)  # after the app's start-up: spec loaded, reward workers up
+            # Everything loaded so far (the app, the rewards' modules) lives as long as the process: frozen, it is
+            # no longer traversed by every full garbage collection. Unfrozen, those collections measured 65-128 ms
+            # each under load: an event-loop stall for every request in flight. Only in this process, which
+            # `rewardflow serve` owns; an app embedded elsewhere leaves its host's collector alone.
+            gc.collect()
+            gc.freeze()
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             service.begin_shutdown()
             super().handle_exit(sig, frame)
