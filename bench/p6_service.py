@@ -193,8 +193,11 @@ def gsm8k_part(n_rows: int, rounds: int, tmp: Path) -> list[tuple[str, ...]]:
     peaks: list[int] = []
     try:
         idle = server.rss()
-        run(engine_all(engine, batches[:4], 4))  # warm: workers up, rewards imported
-        run(post_all(port, "/v1/score", native[:4], 4))
+        # warm both sides alike with one full pass each: workers up, rewards imported, and the rewards' own caches
+        # (math-verify's parsing) filled in each side's workers (the in-process side's "whole" reference run below
+        # would otherwise warm only its own workers, and the service's first rounds would pay for it)
+        run(engine_all(engine, batches, 4))
+        run(post_all(port, "/v1/score", native, 4))
         # The benchmark's own data (rows, request bodies) stays put: frozen, full collections in this process (the
         # in-process engine's and the load generator's, alike) no longer traverse it mid-run.
         gc.collect()
