@@ -38,9 +38,10 @@ from typing import Any
 
 from rewardflow.engine import _LoopThread
 from rewardflow.errors import EngineClosedError, InputError, MissingDependencyError, RewardflowError
+from rewardflow.reward import Kind
 from rewardflow.types import RewardResult, Sample, Status
 
-__all__ = ["URL_ENV", "RemoteEngine", "ServiceError", "remote_engine_for"]
+__all__ = ["URL_ENV", "RemoteComponent", "RemoteEngine", "RemoteReward", "ServiceError", "remote_engine_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,25 @@ class ServiceError(RewardflowError):
     def __init__(self, message: str, *, status_code: int = 0) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class RemoteReward:
+    """What a client knows of a reward that runs on the service: its kind. ``fn`` is ``None``: it is not here."""
+
+    kind: Kind
+    fn: None = None
+
+
+@dataclass(frozen=True)
+class RemoteComponent:
+    """One of the service's components, as ``GET /v1/components`` describes it (an :class:`Engine` component's
+    fields, without the callable)."""
+
+    name: str
+    weight: float
+    gate: bool
+    reward: RemoteReward
 
 
 @dataclass
@@ -118,7 +138,7 @@ class RemoteEngine:
         self._rotation = itertools.count()
         self._runner = _LoopThread()
         self._closed = False
-        self.components: tuple[Any, ...] = ()  # the rewards live on the service
+        self._components: tuple[RemoteComponent, ...] | None = None  # from the service, on first use
         self.attempts = 0  # requests sent, retries included (tests, bench)
 
     # ------------------------------------------------------------------ public API (the Engine's)
@@ -164,6 +184,43 @@ class RemoteEngine:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def components(self) -> tuple[RemoteComponent, ...]:
+        """The service's components (``GET /v1/components``), as :attr:`Engine.components` gives a local engine's.
+
+        The first ``/v1/score`` reply lists them (asked for with a header), so they are known once a request has
+        been answered. Read before that, outside an event loop, they are fetched here; inside a running event
+        loop they stay empty until the first reply (waiting for the service there would block the loop).
+        """
+        if self._components is None and not self._closed:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self._runner.run(self._fetch_components())
+        return self._components or ()
+
+    async def _fetch_components(self) -> None:
+        """``GET /v1/components`` from the first URL that answers; left unset (tried again later) if none does."""
+        import httpx
+
+        client = self._client()
+        for endpoint in sorted(self.endpoints, key=lambda e: e.down_until):
+            try:
+                response = await client.get(endpoint.base + "/v1/components")
+            except httpx.TransportError as exc:
+                logger.debug("%s/v1/components: %s", endpoint.base, exc)
+                continue
+            if response.status_code == 404:  # a service older than the endpoint: no components to report
+                self._components = ()
+                return
+            if response.status_code != 200:
+                continue
+            try:
+                self._components = _components(response.json()["components"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ServiceError(f"{endpoint.base}: reply is not a /v1/components list ({exc})") from exc
+            return
 
     def __enter__(self) -> RemoteEngine:
         return self
@@ -232,9 +289,10 @@ class RemoteEngine:
             self.attempts += 1
             wait: float | None = None
             try:
-                response = await client.post(
-                    endpoint.score_url, content=body, headers={"Content-Type": "application/json"}
-                )
+                headers = {"Content-Type": "application/json"}
+                if self._components is None:
+                    headers["X-Rewardflow-Components"] = "1"  # the first reply also lists the components
+                response = await client.post(endpoint.score_url, content=body, headers=headers)
             except httpx.TransportError as exc:
                 problem = f"{endpoint.base}: {type(exc).__name__}: {exc}"
                 endpoint.down_until = time.monotonic() + self.cooldown
@@ -243,7 +301,10 @@ class RemoteEngine:
             else:
                 status = response.status_code
                 if status == 200:
-                    return _parse(response, len(rows), endpoint.base)
+                    results, components = _parse(response, len(rows), endpoint.base)
+                    if components is not None:
+                        self._components = components
+                    return results
                 message = _error_text(response)
                 problem = f"{endpoint.base}: HTTP {status}: {message}"
                 if status not in _RETRY_STATUS and status < 500:
@@ -308,9 +369,19 @@ def _to_row(index: int, item: Sample | Mapping[str, Any]) -> dict[str, Any] | Re
 _STATUS = {s.value: s for s in Status}
 
 
-def _parse(response: Any, expected: int, where: str) -> list[RewardResult]:
+def _components(items: list[dict[str, Any]]) -> tuple[RemoteComponent, ...]:
+    return tuple(
+        RemoteComponent(c["name"], float(c["weight"]), bool(c["gate"]), RemoteReward(Kind(c["kind"]))) for c in items
+    )
+
+
+def _parse(response: Any, expected: int, where: str) -> tuple[list[RewardResult], tuple[RemoteComponent, ...] | None]:
+    """The results of a ``/v1/score`` reply, and the service's components when the reply lists them."""
     try:
-        items = response.json()["results"]
+        body = response.json()
+        items = body["results"]
+        listed = body.get("components")
+        components = _components(listed) if listed else None
         results = [
             RewardResult(
                 d["reward"],
@@ -326,7 +397,7 @@ def _parse(response: Any, expected: int, where: str) -> list[RewardResult]:
         raise ServiceError(f"{where}: reply is not a /v1/score result list ({exc})") from exc
     if len(results) != expected:
         raise ServiceError(f"{where}: {len(results)} results for {expected} samples")
-    return results
+    return results, components
 
 
 def _error_text(response: Any) -> str:

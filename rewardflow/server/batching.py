@@ -13,7 +13,8 @@ missing reference column) fails only that request. Model calls run one at a time
 device resource; :mod:`rewardflow.models.base` also serializes per device), never on the event loop.
 
 Not covered: ``group`` rewards (their calls are per group of a request's samples, left as they are) and
-per-sample rewards (process, async), which already run concurrently.
+per-sample rewards (process, inline, async), whose requests are merged into shared engine calls instead
+(:mod:`rewardflow.server.merging`).
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB (else 413).")] = 16.0,
     request_timeout: Annotated[float, typer.Option(help="Deadline per request, seconds.")] = 300.0,
     grace: Annotated[float, typer.Option(help="Seconds to finish in-flight requests on SIGTERM.")] = 30.0,
-    batch_wait_ms: Annotated[float, typer.Option(help="Cross-request batching window for model rewards; 0: off.")] = (
-        5.0
-    ),
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="Cross-request batching window for model rewards; 0: no merging of requests at all.")
+    ] = (5.0),
     failure_value: Annotated[
         float | None, typer.Option(help="OpenRLHF/slime: value sent for a failed sample (flagged); unset: 424.")
     ] = None,

@@ -47,9 +47,14 @@ class ServerConfig(BaseModel):
     )
     grace: float = Field(default=30.0, ge=0, description="On SIGTERM, seconds to finish in-flight requests.")
     batch_wait_ms: float = Field(
-        default=5.0, ge=0, description="Cross-request batching of model rewards: longest wait; 0 disables merging."
+        default=5.0,
+        ge=0,
+        description="Cross-request batching of model rewards: longest wait; 0 disables all merging of requests "
+        "(model rewards, and the merging of per-sample rewards' requests into shared engine calls).",
     )
-    batch_max_samples: int = Field(default=256, ge=1, description="Most samples merged into one model call.")
+    batch_max_samples: int = Field(
+        default=256, ge=1, description="Most samples merged into one model call, or into one merged engine call."
+    )
     label_column: str = Field(default="answer", description="Row column that OpenRLHF `labels` / slime `label` fill.")
     failure_value: float | None = Field(
         default=None,

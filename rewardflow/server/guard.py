@@ -23,11 +23,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 
 from rewardflow.server.schemas import OpenRLHFRequest, ScoreRequest, SlimeRequest
 from rewardflow.server.service import Rejected, Service
 
-__all__ = ["OPEN_PATHS", "TIMEOUT_HEADER", "Guard", "validation_body"]
+__all__ = ["COMPONENTS_HEADER", "OPEN_PATHS", "TIMEOUT_HEADER", "Guard", "encode", "validation_body"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,10 +37,23 @@ Send = Callable[[Message], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 ROUTES = frozenset(
-    {"/v1/score", "/get_reward", "/rm", "/run_code", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+    {
+        "/v1/score",
+        "/v1/components",
+        "/get_reward",
+        "/rm",
+        "/run_code",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+    }
 )
 #: Optional request header: the request's deadline in seconds (at most the server's ``request_timeout``).
 TIMEOUT_HEADER = b"x-rewardflow-timeout"
+#: Optional request header of ``/v1/score``: when present, the reply also lists the service's components.
+COMPONENTS_HEADER = b"x-rewardflow-components"
 _FAST: dict[str, type[BaseModel]] = {"/v1/score": ScoreRequest, "/get_reward": OpenRLHFRequest, "/rm": SlimeRequest}
 _JSON = [(b"content-type", b"application/json")]
 
@@ -95,10 +109,8 @@ class Guard:
             else:
                 await self._limited(scope, receive, counted_send)
         finally:
-            route = path if path in ROUTES else "other"
             metrics.in_flight.dec()
-            metrics.requests.labels(route, str(code)).inc()
-            metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
+            metrics.answered(path if path in ROUTES else "other", code, time.perf_counter() - start)
 
     def _check(self, headers: dict[bytes, bytes], path: str) -> tuple[int, str, dict[str, str]] | None:
         if self._expected is not None and path not in OPEN_PATHS:
@@ -143,7 +155,8 @@ class Guard:
         service = self.service
         try:
             if path == "/v1/score":
-                payload: Any = await service.native(body, timeout)  # type: ignore[arg-type]
+                describe = COMPONENTS_HEADER in headers
+                payload: Any = await service.native(body, timeout, describe)  # type: ignore[arg-type]
             elif path == "/get_reward":
                 payload = await service.openrlhf(body, timeout)  # type: ignore[arg-type]
             else:
@@ -203,8 +216,20 @@ def _timeout(raw: bytes | None) -> float | None:
     return value if value > 0 else None
 
 
+def encode(payload: Any) -> bytes:
+    """Compact UTF-8 JSON, in pydantic's Rust serializer (a third of ``json.dumps``' time for a batch reply).
+
+    JSON has no NaN or Infinity: a reply holding one (there should be none; reward values are checked finite)
+    is re-encoded by ``json.dumps(allow_nan=False)``, which raises rather than send invalid JSON or a null.
+    """
+    body = to_json(payload, inf_nan_mode="constants")
+    if b"NaN" in body or b"Infinity" in body:  # also true of a string containing them: then the slow path is right
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return body
+
+
 async def _reply(send: Send, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    body = encode(payload)
     raw_headers = [*_JSON, (b"content-length", str(len(body)).encode())]
     if headers:
         raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]

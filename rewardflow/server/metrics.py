@@ -6,12 +6,14 @@
 * ``rewardflow_reward_seconds{reward}``: reward-call latency histogram (queueing excluded) per component for a
   single-component spec; for several components the combined sample latency under ``reward="total"``;
 * ``rewardflow_queue_depth``: samples accepted and not yet answered (what back-pressure compares to max_queue);
-* ``rewardflow_in_flight_requests``; ``rewardflow_batch_samples{reward}``: sizes of merged model calls.
+* ``rewardflow_in_flight_requests``; ``rewardflow_batch_samples{reward}``: sizes of merged model calls;
+* ``rewardflow_merged_samples``: sizes of the engine calls merged from concurrent requests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rewardflow.types import RewardResult
 
@@ -42,27 +44,57 @@ class Metrics:
         self.batch_samples = Histogram(
             "rewardflow_batch_samples", "Samples per merged model call", ["reward"], buckets=_BATCH_BUCKETS, registry=r
         )
+        self.merged_samples = Histogram(
+            "rewardflow_merged_samples",
+            "Samples per engine call merged from concurrent requests",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
         self._components = tuple(components)
         self._latency_label = self._components[0] if len(self._components) == 1 else "total"
         # Pre-create the label sets so every series exists (at 0) from the start.
+        self._samples: dict[tuple[str, str], Any] = {}
         for name in (*self._components, "total"):
             for status in ("ok", "error", "timeout"):
-                self.samples.labels(name, status)
+                self._samples[(name, status)] = self.samples.labels(name, status)
+        self._reward_seconds = self.reward_seconds.labels(self._latency_label)
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._request_seconds: dict[str, Any] = {}
+
+    def answered(self, route: str, code: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        # The labelled children are looked up once and kept: labels() takes a lock and builds a tuple per call,
+        # a visible share of a one-sample request's cost.
+        key = (route, code)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.requests.labels(route, str(code))
+        counter.inc()
+        histogram = self._request_seconds.get(route)
+        if histogram is None:
+            histogram = self._request_seconds[route] = self.request_seconds.labels(route)
+        histogram.observe(seconds)
 
     def observe_results(self, results: Sequence[RewardResult]) -> None:
-        # Counted per request first, then one increment per label set: labels() takes a lock per call.
+        # Counted per request first, then one increment per label set.
         counts: dict[tuple[str, str], int] = {}
-        observe = self.reward_seconds.labels(self._latency_label).observe
+        observe = self._reward_seconds.observe
+        components = self._components
         for r in results:
             status = r.status.value
-            counts[("total", status)] = counts.get(("total", status), 0) + 1
-            for name in self._components:
-                key = (name, "ok" if r.components.get(name) is not None else (status if not r.ok else "error"))
+            key = ("total", status)
+            counts[key] = counts.get(key, 0) + 1
+            values = r.components
+            for name in components:
+                key = (name, "ok" if values.get(name) is not None else (status if status != "ok" else "error"))
                 counts[key] = counts.get(key, 0) + 1
             if r.latency > 0:
                 observe(r.latency)
-        for (name, status), n in counts.items():
-            self.samples.labels(name, status).inc(n)
+        for key, n in counts.items():
+            counter = self._samples.get(key)
+            if counter is None:
+                counter = self._samples[key] = self.samples.labels(*key)
+            counter.inc(n)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 __all__ = [
+    "ComponentOut",
+    "ComponentsResponse",
     "ErrorResponse",
     "FailedSample",
     "OpenRLHFRequest",
@@ -64,8 +66,28 @@ class ResultOut(BaseModel):
     info: dict[str, Any] | None = Field(default=None, description="Accounting such as judge token usage.")
 
 
+class ComponentOut(BaseModel):
+    """One reward of the service's spec: its key in ``components`` and how it is combined into the total."""
+
+    name: str = Field(description="The component's name: its key in every result's `components`.")
+    weight: float = Field(description="Weight in the total (`sum(weight * value)`).")
+    gate: bool = Field(description="A value <= 0 here sets the total to 0.")
+    kind: Literal["process", "inline", "async", "batch", "group"] = Field(description="How the reward runs.")
+
+
+class ComponentsResponse(BaseModel):
+    """``GET /v1/components``: the rewards behind ``/v1/score``, in the spec's order."""
+
+    components: list[ComponentOut]
+
+
 class ScoreResponse(BaseModel):
     results: list[ResultOut]
+    components: list[ComponentOut] = Field(
+        default_factory=list,
+        description="The service's components (as `GET /v1/components`), listed only when the request has an "
+        "`X-Rewardflow-Components` header.",
+    )
 
 
 class OpenRLHFRequest(BaseModel):

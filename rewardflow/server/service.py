@@ -1,13 +1,14 @@
 """The service behind the routes: one engine per server process, admission, deadlines and the three dialects.
 
 :class:`Service` owns the engine, hence the one global concurrency limit of the process (the worker pool, the
-judges' limits, the model coalescers of :mod:`rewardflow.server.batching`), and the admission state:
+judges' limits, the model coalescers of :mod:`rewardflow.server.batching`, the request merger of
+:mod:`rewardflow.server.merging`), and the admission state:
 
 * not ready or shutting down: 503 + ``Retry-After``;
 * more samples in one request than ``max_batch``: 413;
 * ``queued + n > max_queue`` while something is queued: 429 + ``Retry-After`` (back-pressure);
 * the request deadline (``min(request timeout, server's)``): samples not done by then come back ``timeout``
-  and the engine cancels their work.
+  and the engine cancels their work (for merged requests: once every request of the engine call gave up).
 
 The dialect methods (:meth:`Service.native`, :meth:`Service.openrlhf`, :meth:`Service.slime`) turn a validated
 body into the reply payload; the HTTP layers (:mod:`~rewardflow.server.guard` fast path and the FastAPI routes
@@ -29,8 +30,10 @@ from enum import Enum
 from typing import Any
 
 from rewardflow.engine import Engine
+from rewardflow.integrations.openrlhf import split_response
 from rewardflow.reward import Kind
 from rewardflow.server.config import ServerConfig
+from rewardflow.server.merging import RequestMerger
 from rewardflow.server.metrics import Metrics
 from rewardflow.server.schemas import OpenRLHFRequest, ScoreRequest, SlimeRequest
 from rewardflow.spec import Spec
@@ -75,7 +78,9 @@ class Service:
         self.state = ServiceState.STARTING
         self.engine: Engine | None = None
         self.coalescers: dict[str, Any] = {}
+        self.merger: RequestMerger | None = None
         self.components = [r.component_name for r in spec.rewards]
+        self.described: list[dict[str, Any]] = []  # GET /v1/components, filled when the rewards are resolved
         self.metrics = Metrics(self.components)
         self.queued = 0
 
@@ -86,6 +91,9 @@ class Service:
         from rewardflow.server.batching import coalesce_components
 
         components = await asyncio.to_thread(self.spec.components)
+        self.described = [
+            {"name": c.name, "weight": c.weight, "gate": c.gate, "kind": c.reward.kind.value} for c in components
+        ]
         if self.config.batch_wait_ms > 0:
             components, self.coalescers = coalesce_components(
                 components,
@@ -105,9 +113,24 @@ class Service:
             ray_address=self.config.ray_address or spec.ray_address,
             ray_options=spec.ray_options(),
         )
+        if self._mergeable(components):
+            self.merger = RequestMerger(
+                self.engine.ascore,
+                max_samples=self.config.batch_max_samples,
+                on_merge=lambda _requests, n: self.metrics.merged_samples.observe(n),
+            )
         await asyncio.to_thread(self._start_workers)
         self.state = ServiceState.READY
         logger.info("rewardflow serve ready: %s", ", ".join(self.components))
+
+    def _mergeable(self, components: Sequence[Any]) -> bool:
+        """Whether concurrent requests may share an engine call (:mod:`rewardflow.server.merging`)."""
+        if self.config.batch_wait_ms <= 0:
+            return False  # cross-request batching off: one request, one engine call
+        # Per-sample rewards only: a batch reward's calls are merged by its coalescer, which retries each request
+        # alone when a merged call fails; a merged engine call would give it one request, failing all of them.
+        # A group reward's groups (samples sharing a prompt) would mix requests.
+        return all(c.reward.kind.per_sample for c in components)
 
     def _start_workers(self, wait: float = 120.0) -> None:
         engine = self.engine
@@ -152,7 +175,10 @@ class Service:
         self.metrics.queue_depth.set(self.queued)
         try:
             try:
-                results = await asyncio.wait_for(self.engine.ascore(samples), deadline)
+                if self.merger is not None:
+                    results = await self.merger.score(samples, deadline)
+                else:
+                    results = await asyncio.wait_for(self.engine.ascore(samples), deadline)
             except asyncio.TimeoutError:
                 reason = f"request deadline of {deadline:g}s passed before this sample was scored"
                 results = [RewardResult(None, Status.TIMEOUT, reason, latency=deadline) for _ in samples]
@@ -164,19 +190,20 @@ class Service:
 
     # ------------------------------------------------------------------ dialects
 
-    async def native(self, body: ScoreRequest, timeout: float | None) -> dict[str, Any]:
-        """``POST /v1/score``: one typed result per sample, in order."""
+    async def native(self, body: ScoreRequest, timeout: float | None, describe: bool = False) -> dict[str, Any]:
+        """``POST /v1/score``: one typed result per sample, in order; with ``describe``, the components too."""
         samples = [
             Sample(s.prompt, s.completion, s.prompt_ids, s.completion_ids, s.group, s.model_extra or {})
             for s in body.samples
         ]
         results = await self.score(samples, body.timeout or timeout)
-        return {"results": [r.to_dict() for r in results]}
+        out: dict[str, Any] = {"results": [r.to_dict() for r in results]}
+        if describe:
+            out["components"] = self.described
+        return out
 
     async def openrlhf(self, body: OpenRLHFRequest, timeout: float | None) -> dict[str, Any]:
         """``POST /get_reward``: ``rewards``/``scores``/``extra_logs``; empty lists give empty lists."""
-        from rewardflow.integrations.openrlhf import split_response
-
         n = len(body.query)
         prompts = body.prompts if body.prompts is not None else [""] * n
         extra = {k: v for k, v in (body.model_extra or {}).items() if isinstance(v, list) and len(v) == n}

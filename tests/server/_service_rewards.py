@@ -39,3 +39,10 @@ def row_id_slow(completion: str, id: Any) -> float:
     """``row_id`` with a 5 ms cost per call, so a run of a few thousand rows lasts long enough to be disturbed."""
     time.sleep(0.005)
     return float(id)
+
+
+def row_id_wait(completion: str, id: Any) -> float:
+    """``row_id`` that sleeps when the completion is ``"sleep <seconds>"``: one slow sample among fast ones."""
+    if completion.startswith("sleep "):
+        time.sleep(float(completion.split()[1]))
+    return row_id(completion, id)

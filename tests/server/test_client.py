@@ -215,3 +215,38 @@ def test_adapters_score_on_the_service_via_url_or_env(
     assert isinstance(engine, RemoteEngine)
     assert [r.value for r in engine.score([{"completion": "x", "id": 3}])] == [3.0]
     engine.close()
+
+
+def test_remote_components_are_the_services_and_adapters_log_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        f"workers: 1\nrewards:\n  - reward: {REWARDS}:row_id\n    name: id\n    weight: 0.5\n"
+        f"  - reward: {REWARDS}:row_id_wait\n    name: again\n    gate: true\n",
+    )
+    expected = [("id", 0.5, False, "process"), ("again", 1.0, True, "process")]
+    with Server(spec) as server:
+        listed = httpx.get(server.url + "/v1/components").json()["components"]
+        assert [(c["name"], c["weight"], c["gate"], c["kind"]) for c in listed] == expected
+        # read before any scoring, outside an event loop: fetched from GET /v1/components
+        with RemoteEngine(server.url) as engine:
+            assert [(c.name, c.weight, c.gate, c.reward.kind.value) for c in engine.components] == expected
+
+        # inside an event loop (verl's async compute_score): known from the first /v1/score reply
+        async def in_loop() -> tuple[list[str], list[str]]:
+            async with RemoteEngine(server.url) as remote:
+                before = [c.name for c in remote.components]
+                (result,) = await remote.ascore([{"completion": "c", "id": 4}])
+                assert result.value == 4.0 * 0.5 + 4.0
+                return before, [c.name for c in remote.components]
+
+        assert asyncio.run(in_loop()) == ([], ["id", "again"])
+        pytest.importorskip("torch")
+        from rewardflow.integrations.openrlhf import OpenRLHFReward
+
+        monkeypatch.setenv("REWARDFLOW_URL", server.url)
+        out = OpenRLHFReward(str(spec))(["p a", "p b"], ["p", "p"], ["1", "2"], id=[7, 8])
+    assert out["rewards"].tolist() == [10.5, 12.0]
+    assert out["extra_logs"]["rewardflow/id"].tolist() == [7.0, 8.0]  # per-component keys, as with a local engine
+    assert out["extra_logs"]["rewardflow/again"].tolist() == [7.0, 8.0]

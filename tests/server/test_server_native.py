@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from tests.server.conftest import Server
 
@@ -79,3 +80,28 @@ def test_openapi_declares_every_route_and_error(id_server: Server) -> None:
     assert "424" in paths["/get_reward"]["post"]["responses"]
     body = json.dumps(schema["components"]["schemas"]["ResultOut"])
     assert "timeout" in body and "latency_ms" in body
+
+
+def test_a_response_without_a_body_is_still_sent_and_bodies_arrive_whole(id_server: Server) -> None:
+    # The server holds a response head until its body follows, to send both in one write; a HEAD reply has no
+    # body, so its head must still go out (at the end of the loop turn), on a connection that stays usable.
+    with httpx.Client(timeout=10) as client:
+        head = client.head(id_server.url + "/healthz")
+        assert head.status_code in (200, 405) and head.content == b""
+        big = {"samples": [{"completion": "c" * 1000, "id": i} for i in range(300)]}  # a reply of many writes
+        reply = client.post(id_server.url + "/v1/score", json=big)
+        assert [r["reward"] for r in reply.json()["results"]] == [float(i) for i in range(300)]
+        assert client.get(id_server.url + "/healthz").json() == {"status": "alive"}
+
+
+def test_replies_refuse_non_finite_numbers_and_keep_text_that_spells_them() -> None:
+    from rewardflow.server.guard import encode
+
+    assert json.loads(encode({"reason": "NaN and Infinity are words here", "reward": 1.5})) == {
+        "reason": "NaN and Infinity are words here",
+        "reward": 1.5,
+    }
+    assert encode({"reward": 0.1, "é": "ü"}) == '{"reward":0.1,"é":"ü"}'.encode()
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            encode({"reward": bad})  # JSON has no NaN: never sent as NaN, nor silently as null
