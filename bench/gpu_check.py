@@ -1,6 +1,6 @@
 """The GPU checks of the reward models, in one short run: what CPU-only tests can only stand in for.
 
-On a CUDA device (``bench/gpu_check.sh``, about a minute on one GPU):
+On a CUDA device (``bench/gpu_check.sh``; estimated at about a minute on one GPU, not yet run on one):
 
 1. the device chosen per rank: ``LOCAL_RANK`` picks the GPU, never a hard ``cuda:0``;
 2. ``offload="cpu"``: the host copies are page-locked (pinned), and a pinned host-to-device copy is at least as

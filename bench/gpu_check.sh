@@ -2,8 +2,8 @@
 # One short run on a lent CUDA GPU that measures what CPU-only tests can only stand in for (with the meta device):
 # pinned host copies and transfer rate, device memory back to baseline after every call (cpu and release offload),
 # GPU scores equal to the CPU per-sample loop within 1e-4, the device per rank, and GRPO prefix sharing >= 2x at the
-# full shape. The checks themselves are in bench/gpu_check.py (its docstring lists them). About a minute on one
-# GPU; the last line is `gpu_check: PASS` or `gpu_check: FAIL: ...` (exit 0 / 1; 2 = cannot run).
+# full shape. The checks themselves are in bench/gpu_check.py (its docstring lists them). Estimated a minute on one
+# GPU (not yet run on one); the last line is `gpu_check: PASS` or `gpu_check: FAIL: ...` (exit 0 / 1; 2 = cannot run).
 #
 #   bash bench/gpu_check.sh              # from anywhere; on a machine with a CUDA build of torch
 #   bash bench/gpu_check.sh --dry-run    # the same code on the CPU, small shapes (what the test suite runs)
