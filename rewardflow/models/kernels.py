@@ -89,19 +89,20 @@ def onednn_linear_blocker() -> str | None:
     return None
 
 
-def _rate_gain(shapes: list[tuple[int, int]], repeats: int = 5) -> float:
-    """How many times faster oneDNN runs the given ``(out, in)`` layer shapes than ``F.linear`` (best of runs).
+def _rate_gain(weights: list[Any], repeats: int = 5) -> float:
+    """How many times faster oneDNN runs these layers' weights than ``F.linear`` does (best of alternating runs).
 
-    Each shape runs on 256 rows (a micro-batch's worth), fewer for wide layers, so that the probe stays in the
-    tens of milliseconds whatever the model's size.
+    The weights are the model's own (no copy); each runs on 256 rows of input (a micro-batch's worth), fewer for
+    wide layers, so that the probe stays in the tens of milliseconds whatever the model's size.
     """
     import torch
 
     gen = torch.Generator().manual_seed(0)
     tensors = []
-    for n, k in shapes:
+    for w in weights:
+        n, k = w.shape
         rows = max(16, min(256, int(5e7 // (n * k))))
-        tensors.append((torch.randn(rows, k, generator=gen), torch.randn(n, k, generator=gen)))
+        tensors.append((torch.randn(rows, k, generator=gen), w))
     op = _op()
 
     def run_torch() -> None:
@@ -140,8 +141,9 @@ def choose_cpu_linear(model: Any, device: Any, policy: str) -> str:
     if blocker is not None:
         return f"torch ({blocker})"
     if policy == "auto":
-        shapes = sorted({tuple(m.weight.shape) for m in linears}, key=lambda s: -s[0] * s[1])[:3]
-        gain = _rate_gain(shapes)  # type: ignore[arg-type]
+        by_shape = {tuple(m.weight.shape): m.weight.detach() for m in linears}  # one weight per distinct shape
+        largest = sorted(by_shape.items(), key=lambda item: -item[0][0] * item[0][1])[:3]
+        gain = _rate_gain([w for _, w in largest])
         if gain < MIN_GAIN:
             return f"torch (oneDNN measured {gain:.2f}x on this model's shapes, under {MIN_GAIN}x)"
         detail = f"measured {gain:.2f}x torch's rate on this model's shapes"

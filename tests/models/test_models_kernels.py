@@ -89,10 +89,10 @@ def test_auto_keeps_torch_when_onednn_is_not_measured_faster(
 
 
 def test_auto_switches_when_onednn_is_measured_faster(zoo: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    measured: list[list[tuple[int, int]]] = []
+    measured: list[list[tuple[int, ...]]] = []
 
-    def gain(shapes: list[tuple[int, int]]) -> float:
-        measured.append(shapes)
+    def gain(weights: list[Any]) -> float:
+        measured.append([tuple(w.shape) for w in weights])
         return 2.0
 
     monkeypatch.setattr(kernels, "_rate_gain", gain)
@@ -104,7 +104,7 @@ def test_auto_switches_when_onednn_is_measured_faster(zoo: dict[str, Path], monk
 
 
 def test_the_real_gain_probe_returns_a_positive_ratio() -> None:
-    assert kernels._rate_gain([(32, 48), (48, 32)], repeats=2) > 0
+    assert kernels._rate_gain([torch.randn(32, 48), torch.randn(48, 32)], repeats=2) > 0
 
 
 def test_a_missing_operator_falls_back_with_the_reason(zoo: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
