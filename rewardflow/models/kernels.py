@@ -20,7 +20,8 @@ current weight tensors: nothing is converted, so the offload modes keep moving t
 The arithmetic is fp32 with fp32 accumulation either way; only the summation order differs, so scores move by
 float rounding (bench P4: 8e-8 on MiniLM's scores). Not covered: other dtypes (bf16 already goes to oneDNN inside
 torch), accelerators (nothing changes there), gradients (reward models are frozen; a call that needs a gradient
-takes torch's path), attention and the other element-wise operators.
+takes torch's path), attention and the other element-wise operators. Under ``torch.compile`` the layers trace as
+plain ``F.linear`` (inductor then chooses its own kernel; it refuses this operator on weights it has not frozen).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def _onednn_forward(self: Any, x: Any) -> Any:
         and weight.device.type == "cpu"
         and x.dim() >= 2
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not torch.compiler.is_compiling()  # inductor lowers this operator only for frozen weights
     ):
         return _op()(x, weight, self.bias, "none", [], "")
     return torch.nn.functional.linear(x, weight, self.bias)

@@ -136,6 +136,22 @@ def test_other_dtypes_devices_and_gradients_take_torchs_path(zoo: dict[str, Path
         assert torch.allclose(layer(x.detach()), torch.nn.functional.linear(x.detach(), layer.weight, layer.bias))
 
 
+def test_a_model_being_compiled_traces_plain_linear_layers(
+    op_calls: list[tuple[int, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # inductor cannot lower the oneDNN operator on unfrozen weights (seen with torch.compile(dynamic=True))
+    layer = torch.nn.Linear(8, 4)
+    kernels.use_onednn_linears([layer])
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        layer(x)
+        assert len(op_calls) == 1
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        out = layer(x)
+    assert len(op_calls) == 1
+    assert torch.allclose(out, torch.nn.functional.linear(x, layer.weight, layer.bias))
+
+
 def test_bad_policy_is_a_config_error(zoo: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="cpu_linear must be 'auto', 'onednn' or 'torch'"):
         RewardModel(str(zoo["token_cls"]), head="token-cls", cpu_linear="mkl")
