@@ -135,7 +135,7 @@ class ManagedModel:
         allow_missing_weights: accept a checkpoint lacking some weights (transformers initializes them at random,
             e.g. a classification head on a base encoder); off, because random weights give random rewards.
         cpu_linear: ``"auto"`` (default), ``"onednn"`` or ``"torch"``: which kernel runs fp32 linear layers on a
-            CPU compute device (:mod:`rewardflow.models.kernels`; ``auto`` measures once at load).
+            CPU compute device (:mod:`rewardflow.models.kernels`; ``auto`` measures once per process).
     """
 
     #: Scores whole training batches only. Adapters whose framework calls the reward once per rollout (AReaL's

@@ -11,9 +11,11 @@ current weight tensors: nothing is converted, so the offload modes keep moving t
 
 ``cpu_linear`` chooses:
 
-* ``"auto"`` (default): measured once at load, on the model's own layer shapes: oneDNN is used when its result
-  agrees with torch's to float rounding and it runs at least :data:`MIN_GAIN` times as fast (so on CPUs where
-  MKL already runs its best kernels nothing changes);
+* ``"auto"`` (default): oneDNN is used when its result agrees with torch's to float rounding and it runs at
+  least :data:`MIN_GAIN` times as fast, measured once per process on a reference layer shape (so on CPUs where
+  MKL already runs its best kernels nothing changes). The measurement is of the CPU, not of the model: every model
+  of a process makes the same choice, so two instances of one checkpoint give bit-identical scores (a per-model
+  timing of tiny layers could land either side of the threshold);
 * ``"onednn"``: used whenever it is available and agrees, whatever the speed;
 * ``"torch"``: never; torch's default dispatch.
 
@@ -26,17 +28,18 @@ plain ``F.linear`` (inductor then chooses its own kernel; it refuses this operat
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import types
 from typing import Any
 
-__all__ = ["CPU_LINEAR", "MIN_GAIN", "choose_cpu_linear", "onednn_linear_blocker", "use_onednn_linears"]
+__all__ = ["CPU_LINEAR", "MIN_GAIN", "choose_cpu_linear", "cpu_gain", "onednn_linear_blocker", "use_onednn_linears"]
 
 logger = logging.getLogger(__name__)
 
 CPU_LINEAR = ("auto", "onednn", "torch")
-#: ``"auto"`` switches to oneDNN only when it measured at least this much faster on the model's shapes.
+#: ``"auto"`` switches to oneDNN only when it measured at least this much faster on this CPU.
 MIN_GAIN = 1.2
 
 
@@ -91,12 +94,21 @@ def onednn_linear_blocker() -> str | None:
     return None
 
 
-def _rate_gain(weights: list[Any], repeats: int = 5) -> float:
-    """How many times faster oneDNN runs these layers' weights than ``F.linear`` does (best of alternating runs).
+@functools.cache
+def cpu_gain() -> float:
+    """How many times faster oneDNN runs an fp32 linear layer than ``F.linear`` on this CPU; measured once.
 
-    The weights are the model's own (no copy); each runs on 256 rows of input (a micro-batch's worth), fewer for
-    wide layers, so that the probe stays in the tens of milliseconds whatever the model's size.
+    The reference layer is 1024 -> 1024 on 256 rows (a micro-batch of a small encoder): big enough to be
+    compute-bound on any CPU, small enough to take a few milliseconds.
     """
+    import torch
+
+    weight = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0))
+    return _rate_gain([weight])
+
+
+def _rate_gain(weights: list[Any], repeats: int = 5) -> float:
+    """How many times faster oneDNN runs these weights than ``F.linear`` does (best of alternating runs)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -143,12 +155,10 @@ def choose_cpu_linear(model: Any, device: Any, policy: str) -> str:
     if blocker is not None:
         return f"torch ({blocker})"
     if policy == "auto":
-        by_shape = {tuple(m.weight.shape): m.weight.detach() for m in linears}  # one weight per distinct shape
-        largest = sorted(by_shape.items(), key=lambda item: -item[0][0] * item[0][1])[:3]
-        gain = _rate_gain([w for _, w in largest])
+        gain = cpu_gain()
         if gain < MIN_GAIN:
-            return f"torch (oneDNN measured {gain:.2f}x on this model's shapes, under {MIN_GAIN}x)"
-        detail = f"measured {gain:.2f}x torch's rate on this model's shapes"
+            return f"torch (oneDNN measured {gain:.2f}x torch's rate on this CPU, under {MIN_GAIN}x)"
+        detail = f"measured {gain:.2f}x torch's rate on this CPU"
     else:
         detail = "cpu_linear='onednn'"
     count = use_onednn_linears(linears)
