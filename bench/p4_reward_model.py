@@ -4,24 +4,29 @@ Part 1, GRPO (the headline): a causal reward model (a random, seeded Llama seque
 wide, big enough that its matmuls are compute-bound on a CPU) on GRPO-shaped batches: ``--prompts`` prompts of
 300 tokens x G=8 completions of 200 tokens (64 x 8 is the full shape; the default, 16 x 8, keeps the shape and its
 ratios and fits a shared 2-core machine). The model's tokenizer has no pad token (Llama-3 style) and a chat
-template ending with EOS. Three paths, alternating, best of ``--rounds``:
+template ending with EOS. Four paths, alternating, best of ``--rounds``:
 
 * the per-sample loop: plain transformers, one unpadded forward pass per sample, on the very token ids
   ``RewardModel.encode`` produces (the reference the scores must equal, to 1e-4);
 * ``RewardModel.score`` with prefix sharing (default): each group's 300-token prompt once, then its 8
   completions against the KV cache, batched;
-* the same without sharing (``share_prefix=False``): sorted, padded micro-batches.
+* the same without sharing (``share_prefix=False``): sorted, padded micro-batches;
+* prefix sharing with torch's default linear kernels (``cpu_linear="torch"``, the loop's own): the gain of
+  sharing alone, apart from the oneDNN linears (:mod:`rewardflow.models.kernels`).
 
 Then bf16 (``dtype="bfloat16"``) against fp32 on the same batch: time, largest score difference, and the
 rank agreement within each group (Spearman correlation, and whether the best-of-group is the same sample).
 
-Part 2, MiniLM: the seed's per-sample reward vs ``RewardModel.score`` on GSM8K completions with the real
-all-MiniLM-L6-v2 encoder as a sequence classifier (seeded random head), and the compute ceiling: exact FLOPs
-(``torch.utils.flop_counter``) against this CPU's fp32 matmul peak, measured before every round (interleaved)
-and reported with its spread. Part 3: onload/offload cost per offload mode.
+Part 2, MiniLM: the seed's per-sample reward vs ``RewardModel.score`` (default, and with ``cpu_linear="torch"``)
+on GSM8K completions with the real all-MiniLM-L6-v2 encoder as a sequence classifier (seeded random head), and
+the compute ceiling: the exact FLOPs of the seed's unpadded passes (``torch.utils.flop_counter``, attention
+included) per second, against the fp32 matmul peak on MiniLM's own linear shapes (the faster of torch's two
+kernels, ``F.linear`` and oneDNN), measured before every round (interleaved) and reported with its spread.
+Part 3: onload/offload cost per offload mode. Part ``levers``: what each setting does to MiniLM's time.
 
     cd bench && PYTHONPATH=.. python p4_reward_model.py [--part grpo|minilm|lifecycle|all] [--prompts 16]
-        [--rounds 3] [--threads N] [--clock wall|cpu]
+        [--rounds 3] [--threads N] [--clock wall|cpu] [--minilm-n 256]
+    cd bench && PYTHONPATH=.. python p4_reward_model.py --part levers [--compile] [--minilm-n 128]
 """
 
 from __future__ import annotations
@@ -139,6 +144,11 @@ def per_sample_loop(model: Any, ids: list[list[int]]) -> list[float]:
         return [float(model(input_ids=torch.tensor([seq])).logits[0, 0]) for seq in ids]
 
 
+def _timing_cells(label: str, times: list[float], n: int) -> tuple[str, str, str, str]:
+    """A table row's first cells: label, best seconds, every round, samples/s at the best."""
+    return label, f"{min(times):.2f}", ", ".join(f"{v:.2f}" for v in times), f"{n / min(times):.1f}"
+
+
 def spearman(a: list[float], b: list[float]) -> float:
     def ranks(x: list[float]) -> list[float]:
         order = sorted(range(len(x)), key=lambda i: x[i])
@@ -166,11 +176,13 @@ def grpo(prompts: int, rounds: int) -> None:
         n = len(texts_p)
         ids = shared.encode(texts_p, texts_c)
         plain = RewardModel(str(path), max_length=1024, share_prefix=False)
+        blas = RewardModel(str(path), max_length=1024, cpu_linear="torch")
         model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
         shared.score_texts(texts_p[:G], texts_c[:G])  # warm-up (also runs the causality probe once)
         plain.score_texts(texts_p[:G], texts_c[:G])
+        blas.score_texts(texts_p[:G], texts_c[:G])
         per_sample_loop(model, ids[:2])
-        times: dict[str, list[float]] = {"loop": [], "shared": [], "plain": []}
+        times: dict[str, list[float]] = {"loop": [], "shared": [], "plain": [], "blas": []}
         peaks: list[float] = []
         for r in range(rounds):
             peaks.append(_matmul_peak())
@@ -180,9 +192,11 @@ def grpo(prompts: int, rounds: int) -> None:
             times["shared"].append(t)
             plain_scores, t = measure(lambda: plain.score_texts(texts_p, texts_c))
             times["plain"].append(t)
+            blas_scores, t = measure(lambda: blas.score_texts(texts_p, texts_c))
+            times["blas"].append(t)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
-        report, plain_report = shared.last_report, plain.last_report
-        assert report is not None and plain_report is not None
+        report, plain_report, blas_report = shared.last_report, plain.last_report, blas.last_report
+        assert report is not None and plain_report is not None and blas_report is not None
         bf16 = RewardModel(str(path), max_length=1024, dtype="bfloat16")
         bf16.score_texts(texts_p[:G], texts_c[:G])
         bf16_times = []
@@ -210,19 +224,16 @@ def grpo(prompts: int, rounds: int) -> None:
         "loop": "per-sample transformers loop",
         "shared": "RewardModel.score, prefix sharing (default)",
         "plain": "RewardModel.score, share_prefix=False",
+        "blas": "RewardModel.score, prefix sharing, cpu_linear='torch'",
     }
-    passes = {"loop": str(n), "shared": str(report.micro_batches), "plain": str(plain_report.micro_batches)}
+    passes = {
+        "loop": str(n),
+        "shared": str(report.micro_batches),
+        "plain": str(plain_report.micro_batches),
+        "blas": str(blas_report.micro_batches),
+    }
     for key, label in labels.items():
-        table_rows.append(
-            (
-                label,
-                f"{best[key]:.2f}",
-                ", ".join(f"{v:.2f}" for v in times[key]),
-                f"{n / best[key]:.1f}",
-                f"{best['loop'] / best[key]:.2f}x",
-                passes[key],
-            )
-        )
+        table_rows.append((*_timing_cells(label, times[key], n), f"{best['loop'] / best[key]:.2f}x", passes[key]))
     table_rows.append(
         (
             'RewardModel.score, dtype="bfloat16" (option)',
@@ -236,10 +247,13 @@ def grpo(prompts: int, rounds: int) -> None:
     print(table(table_rows))
     d_shared = max(abs(a - b) for a, b in zip(shared_scores, loop_scores, strict=True))
     d_plain = max(abs(a - b) for a, b in zip(plain_scores, loop_scores, strict=True))
+    d_blas = max(abs(a - b) for a, b in zip(blas_scores, loop_scores, strict=True))
     print(
-        f"max |score - per-sample loop|: sharing {d_shared:.1e}, padded {d_plain:.1e} (score spread "
-        f"{statistics.pstdev(loop_scores):.2e}; must be < 1e-4: {max(d_shared, d_plain) < 1e-4})"
+        f"max |score - per-sample loop|: sharing {d_shared:.1e}, padded {d_plain:.1e}, sharing with torch's "
+        f"linears {d_blas:.1e} (score spread {statistics.pstdev(loop_scores):.2e}; must be < 1e-4: "
+        f"{max(d_shared, d_plain, d_blas) < 1e-4})"
     )
+    print(f"linear layers (default): {report.cpu_linear}")
     print(
         f"prefix sharing: {report.prefix_sharing}, {report.shared_groups} groups, {report.shared_tokens} prompt "
         f"tokens not recomputed; tokens computed {report.padded_tokens} vs {plain_report.padded_tokens} padded "
@@ -257,7 +271,11 @@ def grpo(prompts: int, rounds: int) -> None:
         f"(>= 0.999: {min(corr) >= 0.999}), same best-of-group in {same_best}/{n // G} groups"
     )
     speedup = best["loop"] / best["shared"]
-    print(f"target: prefix sharing >= 2x the per-sample loop's samples/s: {speedup:.2f}x ({speedup >= 2})")
+    alone = best["loop"] / best["blas"]
+    print(
+        f"target: prefix sharing >= 2x the per-sample loop's samples/s: {speedup:.2f}x ({speedup >= 2}); "
+        f"with the loop's own linear kernels (sharing alone): {alone:.2f}x ({alone >= 2})"
+    )
 
 
 # ----------------------------------------------------------------------------- part 2: MiniLM
@@ -297,93 +315,132 @@ def minilm(n: int, rounds: int) -> None:
     rows = gsm8k_rows(n)
     samples = [Sample(r["prompt"], r["completion"]) for r in rows]
     seed_reward(samples[0].prompt, samples[0].completion)
-    rm, _ = load_rm()
-    rm.score(samples[:8])  # warm-up
-    seed_times, rm_times, peaks = [], [], []
+    rms = {"torch": load_rm(cpu_linear="torch")[0], "auto": load_rm()[0]}
+    for rm in rms.values():
+        rm.score(samples[:8])  # warm-up
+    times: dict[str, list[float]] = {"seed": [], "torch": [], "auto": []}
+    peaks: list[dict[str, float]] = []
+    scores: dict[str, list[float]] = {}
     for r in range(rounds):
-        peaks.append(_matmul_peak())
-        seed_scores, t = measure(lambda: [seed_reward(s.prompt, s.completion) for s in samples])
-        seed_times.append(t)
-        rm_scores, t = measure(lambda: rm.score(samples))
-        rm_times.append(t)
-        print(f"round {r + 1}: peak {peaks[-1] / 1e9:.0f} GFLOP/s, seed {seed_times[-1]:.2f} s, rewardflow {t:.2f} s")
-    peaks.append(_matmul_peak())
-    report = rm.last_report
+        peaks.append(_shape_peak())
+        scores["seed"], t = measure(lambda: [seed_reward(s.prompt, s.completion) for s in samples])
+        times["seed"].append(t)
+        for key, rm in rms.items():
+            scores[key], t = measure(lambda rm=rm: rm.score(samples))
+            times[key].append(t)
+        print(
+            f"round {r + 1}: peak {_best(peaks[-1]) / 1e9:.0f} GFLOP/s, "
+            + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
+            flush=True,
+        )
+    peaks.append(_shape_peak())
+    report = rms["auto"].last_report
     assert report is not None
-    flops = _seed_flops(samples)
-    t_seed, t_rm = min(seed_times), min(rm_times)
-    peak = statistics.median(peaks)
-    diff = max(abs(a - b) for a, b in zip(seed_scores, rm_scores, strict=True))
+    flops, attention = _seed_flops(samples)
+    best = {k: min(v) for k, v in times.items()}
+    shaped = [_best(p) for p in peaks]
+    peak = statistics.median(shaped)
     print(f"P4 MiniLM: {n} GSM8K completions, all-MiniLM-L6-v2 as a sequence classifier, CPU fp32")
     print(
         f"{machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
         f"load average {os.getloadavg()[0]:.1f}"
     )
+    labels = {
+        "seed": "seed: one forward per completion",
+        "torch": f"RewardModel.score, cpu_linear='torch' (budget {rms['torch'].token_budget})",
+        "auto": f"RewardModel.score, default: {report.cpu_linear.split(' ')[0]} linears",
+    }
+    table_rows = [("path", "seconds (best)", "all rounds", "samples/s", "GFLOP/s", "of matmul peak")]
+    for key, label in labels.items():
+        rate = flops / best[key]
+        table_rows.append((*_timing_cells(label, times[key], n), f"{rate / 1e9:.0f}", f"{rate / peak:.0%}"))
+    print(table(table_rows))
     print(
-        table(
-            [
-                ("path", "seconds (best)", "all rounds", "samples/s", "GFLOP/s", "of matmul peak"),
-                (
-                    "seed: one forward per completion",
-                    f"{t_seed:.2f}",
-                    ", ".join(f"{v:.2f}" for v in seed_times),
-                    f"{n / t_seed:.1f}",
-                    f"{flops / t_seed / 1e9:.0f}",
-                    f"{flops / t_seed / peak:.0%}",
-                ),
-                (
-                    f"RewardModel.score (budget {rm.token_budget}, {report.micro_batches} passes)",
-                    f"{t_rm:.2f}",
-                    ", ".join(f"{v:.2f}" for v in rm_times),
-                    f"{n / t_rm:.1f}",
-                    f"{flops / t_rm / 1e9:.0f}",
-                    f"{flops / t_rm / peak:.0%}",
-                ),
-            ]
-        )
+        f"useful work: {flops / 1e9:.1f} GFLOP over the real tokens of the per-sample passes (no padding), "
+        f"attention's {attention / 1e9:.1f} GFLOP included"
     )
     print(
-        f"matmul peak (2048^2 fp32, best of 10), measured {len(peaks)} times interleaved: "
-        f"{', '.join(f'{p / 1e9:.0f}' for p in peaks)} GFLOP/s; median {peak / 1e9:.0f}, spread "
-        f"{(max(peaks) - min(peaks)) / peak:.0%} of the median"
+        f"matmul peak = the best fp32 rate torch reaches on MiniLM's linear shapes ({_SHAPE_ROWS} rows x "
+        f"384->384, 384->1536, 1536->384, weighted by their FLOPs), best of F.linear and oneDNN, measured "
+        f"{len(peaks)} times interleaved: {', '.join(f'{p / 1e9:.0f}' for p in shaped)} GFLOP/s; median "
+        f"{peak / 1e9:.0f}, spread {(max(shaped) - min(shaped)) / peak:.0%} of the median"
     )
-    share = flops / t_rm / peak
+    for backend in ("torch", "onednn", "square"):
+        values = [p[backend] for p in peaks]
+        what = {
+            "torch": "F.linear (torch's default BLAS) on those shapes",
+            "onednn": "oneDNN (torch.ops.mkldnn._linear_pointwise) on those shapes",
+            "square": "a @ b, 2048 x 2048 (the peak this bench used before)",
+        }[backend]
+        listed = ", ".join(f"{v / 1e9:.0f}" for v in values)
+        print(f"  {what}: median {statistics.median(values) / 1e9:.0f} GFLOP/s ({listed})")
+    share = flops / best["auto"] / peak
     print(
-        f"RewardModel.score at {share:.0%} of the median peak ({flops / t_rm / max(peaks):.0%} of the highest); "
-        f"target >= 85 %: {share >= 0.85}; prefix sharing: {report.prefix_sharing}"
+        f"RewardModel.score (default) at {share:.0%} of the median peak ({flops / best['auto'] / max(shaped):.0%} "
+        f"of the highest); target >= 85 %: {share >= 0.85}; {best['torch'] / best['auto']:.2f}x cpu_linear='torch'; "
+        f"linear layers: {report.cpu_linear}; prefix sharing: {report.prefix_sharing}"
     )
-    shaped = statistics.median(_gemm_rate(1024, 384, 1536) for _ in range(3))
-    print(
-        f"context: a matmul of MiniLM's own feed-forward shape (1024 x 384 @ 384 x 1536) runs at "
-        f"{shaped / 1e9:.0f} GFLOP/s ({shaped / peak:.0%} of the 2048^2 peak): RewardModel.score reaches "
-        f"{flops / t_rm / shaped:.0%} of it"
-    )
+    diff = max(abs(a - b) for k in ("torch", "auto") for a, b in zip(scores["seed"], scores[k], strict=True))
     print(f"max |seed - rewardflow| score: {diff:.1e} (must be < 1e-4: {diff < 1e-4})")
 
 
-def _seed_flops(samples: list[Sample]) -> int:
-    """Exact floating-point operations of the seed's forward passes (batching adds only its padding)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def _seed_flops(samples: list[Sample]) -> tuple[int, int]:
+    """Exact floating-point operations of the seed's forward passes, and attention's part of them.
 
-    with FlopCounterMode(display=False) as counter:
+    ``torch.utils.flop_counter`` has no formula for the CPU's fused attention kernel
+    (``_scaled_dot_product_flash_attention_for_cpu``) and would count its matmuls as 0; it is given torch's own
+    SDPA formula, which counts exactly what the eager attention's two batched matmuls count.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_sdpa(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    with FlopCounterMode(display=False, custom_mapping={kernel: cpu_sdpa}) as counter:
         for s in samples:
             seed_reward(s.prompt, s.completion)
-    return int(counter.get_total_flops())
+    attention = sum(v for k, v in counter.get_flop_counts()["Global"].items() if "attention" in str(k))
+    return int(counter.get_total_flops()), int(attention)
 
 
-def _gemm_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
-    """FLOP/s of one ``(m x k) @ (k x n)`` fp32 product plus bias (a linear layer), best of ``repeats``."""
+#: rows of the peak's GEMMs: the CPU token budget, what each micro-batch of RewardModel.score holds
+_SHAPE_ROWS = 1024
+#: MiniLM's linear layers per encoder layer, as (in, out): query, key, value, attention output, FFN up, FFN down
+_MINILM_LINEARS = ((384, 384),) * 4 + ((384, 1536), (1536, 384))
+
+
+def _shape_peak(repeats: int = 10) -> dict[str, float]:
+    """fp32 rates (FLOP/s) this CPU reaches: MiniLM's linear shapes through each backend, and the square matmul."""
     import torch
 
-    x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
-    for _ in range(3):
-        torch.nn.functional.linear(x, w, b)
-    best = min(measure(lambda: torch.nn.functional.linear(x, w, b))[1] for _ in range(repeats))
-    return 2 * m * k * n / best
+    op = torch.ops.mkldnn._linear_pointwise.default
+    backends = {
+        "torch": lambda x, w, b: torch.nn.functional.linear(x, w, b),
+        "onednn": lambda x, w, b: op(x, w, b, "none", [], ""),
+    }
+    out: dict[str, float] = {}
+    for name, fn in backends.items():
+        seconds = 0.0
+        for k, n in _MINILM_LINEARS:
+            x, w, b = torch.randn(_SHAPE_ROWS, k), torch.randn(n, k), torch.randn(n)
+            with torch.inference_mode():
+                for _ in range(3):
+                    fn(x, w, b)
+                seconds += min(measure(lambda fn=fn, x=x, w=w, b=b: fn(x, w, b))[1] for _ in range(repeats))
+        out[name] = sum(2 * _SHAPE_ROWS * k * n for k, n in _MINILM_LINEARS) / seconds
+    out["square"] = _matmul_peak()
+    return out
+
+
+def _best(peak: dict[str, float]) -> float:
+    """The peak for the model's shapes: the faster of the backends (the square matmul is context only)."""
+    return max(peak["torch"], peak["onednn"])
 
 
 def _matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """This CPU's fp32 matmul rate in FLOP/s, best of ``repeats``: an upper bound for any forward pass."""
+    """This CPU's fp32 ``a @ b`` rate in FLOP/s for square ``n x n`` matrices, best of ``repeats``."""
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -391,6 +448,87 @@ def _matmul_peak(n: int = 2048, repeats: int = 10) -> float:
         a @ b
     best = min(measure(lambda: a @ b)[1] for _ in range(repeats))
     return 2 * n**3 / best
+
+
+# ----------------------------------------------------------------------------- part "levers": MiniLM settings
+
+
+BF16 = 'dtype="bf16"'
+
+
+def levers(n: int, rounds: int, compile_too: bool) -> None:
+    """Each setting's MiniLM time against the default ``RewardModel.score``, interleaved, best of ``rounds``.
+
+    Settings that rewardflow does not ship (fused GELU, ``torch.compile``) are applied to a copy here only, to
+    measure what they would give.
+    """
+    import types
+
+    import torch
+
+    rows = gsm8k_rows(n)
+    samples = [Sample(r["prompt"], r["completion"]) for r in rows]
+    variants: dict[str, Any] = {"default (oneDNN linears, sdpa, budget 1024)": load_rm()[0]}
+    variants["cpu_linear='torch'"] = load_rm(cpu_linear="torch")[0]
+    for budget in (256, 512, 2048, 4096):
+        variants[f"token_budget={budget}"] = load_rm(token_budget=budget)[0]
+    variants["max_batch_size=1 (no batching)"] = load_rm(max_batch_size=1)[0]
+    eager = load_rm()[0]
+    eager.load()
+    eager._model.set_attn_implementation("eager")
+    variants['attn_implementation="eager"'] = eager
+    fused = load_rm()[0]
+    fused.load()
+    op = torch.ops.mkldnn._linear_pointwise.default
+
+    def gelu_fused(self: Any, hidden: Any) -> Any:  # oneDNN's linear with its exact-GELU post-op
+        return op(hidden, self.dense.weight, self.dense.bias, "gelu", [], "none")
+
+    for layer in fused._model.bert.encoder.layer:
+        layer.intermediate.forward = types.MethodType(gelu_fused, layer.intermediate)
+    variants["fused linear+GELU (oneDNN post-op; measured only)"] = fused
+    variants[BF16] = load_rm(dtype="bfloat16")[0]
+    compile_s = None
+    if compile_too:
+        compiled = load_rm()[0]
+        compiled.load()
+        compiled._model = torch.compile(compiled._model, dynamic=True)
+        _, compile_s = timed(lambda: compiled.score(samples))
+        variants["torch.compile(dynamic=True) (measured only)"] = compiled
+    for rm in variants.values():
+        rm.score(samples[:8])  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    scores: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for key, rm in variants.items():
+            scores[key], t = measure(lambda rm=rm: rm.score(samples))
+            times[key].append(t)
+        print(f"round {r + 1} done", flush=True)
+    base_key = next(iter(variants))
+    base = min(times[base_key])
+    out = [("setting", "seconds (best)", "all rounds", "vs default", "max |score diff|", "padding")]
+    for key, rm in variants.items():
+        diff = max(abs(a - b) for a, b in zip(scores[key], scores[base_key], strict=True))
+        report = rm.last_report
+        out.append(
+            (
+                key,
+                f"{min(times[key]):.2f}",
+                ", ".join(f"{v:.2f}" for v in times[key]),
+                f"{base / min(times[key]):.2f}x",
+                f"{diff:.1e}",
+                f"{report.padding_waste:.1%}",
+            )
+        )
+    print(
+        f"P4 levers: MiniLM on {n} GSM8K completions, {torch.get_num_threads()} torch thread(s), load average "
+        f"{os.getloadavg()[0]:.1f}; 'vs default' > 1 means faster than the default"
+    )
+    print(table(out))
+    rho = spearman(scores[BF16], scores[base_key])
+    print(f"bf16 vs fp32 Spearman over the {n} scores: {rho:.4f}")
+    if compile_s is not None:
+        print(f"torch.compile: first call (compile + score) took {compile_s:.1f} s wall")
 
 
 # ----------------------------------------------------------------------------- part 3: offload lifecycle
@@ -439,7 +577,8 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["grpo", "minilm", "lifecycle", "all"], default="all")
+    parser.add_argument("--part", choices=["grpo", "minilm", "lifecycle", "levers", "all"], default="all")
+    parser.add_argument("--compile", action="store_true", help="levers: also time torch.compile (slow to build)")
     parser.add_argument("--prompts", type=int, default=16, help="GRPO prompts (x G=8); 64 is the full shape")
     parser.add_argument("--minilm-n", type=int, default=256, help="GSM8K completions for the MiniLM part")
     parser.add_argument("--rounds", type=int, default=3)
@@ -461,6 +600,8 @@ def main() -> None:
         minilm(args.minilm_n, args.rounds)
     if args.part in ("lifecycle", "all"):
         lifecycle()
+    if args.part == "levers":
+        levers(args.minilm_n, args.rounds, args.compile)
 
 
 if __name__ == "__main__":

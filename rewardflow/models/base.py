@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from rewardflow.errors import ConfigError, ModelError
 from rewardflow.models.batching import MicroBatchPlan, plan_micro_batches
+from rewardflow.models.kernels import CPU_LINEAR, choose_cpu_linear
 from rewardflow.models.loading import Checkpoint, import_torch, resolve_device, resolve_dtype, safetensors_errors
 from rewardflow.models.weights import OffloadMode, WeightStore, device_memory, trim_host_memory
 
@@ -82,6 +83,7 @@ class ScoreReport:
     prefix_sharing: str = "off"  # "on", or "off: <why>" (see rewardflow.models.prefix)
     shared_groups: int = 0  # groups of samples whose common prompt prefix ran once
     shared_tokens: int = 0  # prefix tokens not recomputed thanks to that
+    cpu_linear: str = ""  # what runs the linear layers: "onednn (...)" or "torch (...)" (rewardflow.models.kernels)
 
     @property
     def padding_waste(self) -> float:
@@ -132,6 +134,8 @@ class ManagedModel:
         trust_remote_code: allow Python code shipped with the checkpoint. Off unless you opt in.
         allow_missing_weights: accept a checkpoint lacking some weights (transformers initializes them at random,
             e.g. a classification head on a base encoder); off, because random weights give random rewards.
+        cpu_linear: ``"auto"`` (default), ``"onednn"`` or ``"torch"``: which kernel runs fp32 linear layers on a
+            CPU compute device (:mod:`rewardflow.models.kernels`; ``auto`` measures once per process).
     """
 
     #: Scores whole training batches only. Adapters whose framework calls the reward once per rollout (AReaL's
@@ -153,6 +157,7 @@ class ManagedModel:
         max_batch_size: int | None = None,
         trust_remote_code: bool = False,
         allow_missing_weights: bool = False,
+        cpu_linear: str = "auto",
     ) -> None:
         if max_length < 1:
             raise ConfigError(f"max_length must be >= 1, got {max_length}")
@@ -160,6 +165,8 @@ class ManagedModel:
             raise ConfigError(f"truncation_side must be 'ends', 'left' or 'right', got {truncation_side!r}")
         if padding_side not in (None, "left", "right"):
             raise ConfigError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}")
+        if cpu_linear not in CPU_LINEAR:
+            raise ConfigError(f"cpu_linear must be 'auto', 'onednn' or 'torch', got {cpu_linear!r}")
         plan_micro_batches([], 1 if token_budget is None else token_budget, max_batch_size)  # validates both
         self.checkpoint = Checkpoint.open(path)  # fails early on a missing or pickle-only checkpoint
         # An explicit device is validated now; the default one is resolved on first use, because a trainer
@@ -174,6 +181,8 @@ class ManagedModel:
         self.max_batch_size = max_batch_size
         self.trust_remote_code = bool(trust_remote_code)
         self.allow_missing_weights = bool(allow_missing_weights)
+        self.cpu_linear = cpu_linear
+        self.cpu_linear_used = ""  # set at load: "onednn (why)" or "torch (why)"
         self.last_report: ScoreReport | None = None
         self.load_count = 0  # how many times weights were built from the checkpoint (1 in a healthy life)
         self._lock = threading.RLock()
@@ -359,6 +368,7 @@ class ManagedModel:
         self._accepts_token_types = "token_type_ids" in accepted
         self._model, self._tokenizer = model, tokenizer
         self._after_load()
+        self.cpu_linear_used = choose_cpu_linear(model, self.device, self.cpu_linear)
         try:
             self._store = WeightStore(model, self.offload_mode, self.device, self.checkpoint.files)
         except (OSError, *safetensors_errors()) as exc:
@@ -408,6 +418,7 @@ class ManagedModel:
                     prefix_sharing=stats.get("prefix_sharing", "off"),
                     shared_groups=stats.get("shared_groups", 0),
                     shared_tokens=stats.get("shared_tokens", 0),
+                    cpu_linear=self.cpu_linear_used,
                 )
 
     def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, **kwargs: Any) -> Encoded:

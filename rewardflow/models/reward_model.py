@@ -103,7 +103,7 @@ class RewardModel(ManagedModel):
         truncation_side: ``"ends"`` (default: keep both ends), ``"left"`` or ``"right"`` (plain cuts).
         timeout: default engine timeout for one batch call, in seconds (the spec's ``timeout`` overrides it).
         **options: device, dtype, offload, max_length, padding_side, token_budget,
-            max_batch_size, trust_remote_code, allow_missing_weights (see :class:`ManagedModel`).
+            max_batch_size, trust_remote_code, allow_missing_weights, cpu_linear (see :class:`ManagedModel`).
     """
 
     __rewardflow__ = RewardOptions(name="reward_model", kind=Kind.BATCH)
@@ -133,6 +133,7 @@ class RewardModel(ManagedModel):
         max_batch_size: int | None = None,
         trust_remote_code: bool = False,
         allow_missing_weights: bool = False,
+        cpu_linear: str = "auto",
     ) -> None:
         if head not in _HEADS:
             raise ConfigError(f"bad head {head!r}; use 'seq-cls', 'token-cls' or 'value-head'")
@@ -162,6 +163,7 @@ class RewardModel(ManagedModel):
             max_batch_size=max_batch_size,
             trust_remote_code=trust_remote_code,
             allow_missing_weights=allow_missing_weights,
+            cpu_linear=cpu_linear,
         )
         self.head = _HEADS[head]
         self.score_index = score_index

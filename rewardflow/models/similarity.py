@@ -54,7 +54,7 @@ class SimilarityReward(ManagedModel):
         pooling: ``"mean"`` (masked mean of token states, as all-MiniLM-L6-v2 was trained) or ``"cls"``.
         max_length: token limit per text; default the encoder's ``sentence_bert_config.json`` value, else 512.
         timeout: default engine timeout for one batch call, in seconds.
-        **options: device, dtype, offload, token_budget, max_batch_size, trust_remote_code (see
+        **options: device, dtype, offload, token_budget, max_batch_size, trust_remote_code, cpu_linear (see
             :class:`~rewardflow.models.base.ManagedModel`). Texts are truncated on the right.
     """
 
@@ -74,6 +74,7 @@ class SimilarityReward(ManagedModel):
         token_budget: int | None = None,
         max_batch_size: int | None = None,
         trust_remote_code: bool = False,
+        cpu_linear: str = "auto",
     ) -> None:
         if pooling not in _POOLINGS:
             raise ConfigError(f"bad pooling {pooling!r}; use 'mean' or 'cls'")
@@ -90,6 +91,7 @@ class SimilarityReward(ManagedModel):
             token_budget=token_budget,
             max_batch_size=max_batch_size,
             trust_remote_code=trust_remote_code,
+            cpu_linear=cpu_linear,
         )
         self.reference = reference
         self.pooling = pooling

@@ -5,7 +5,8 @@ pad id added to its config): what the model computes when nothing can go wrong w
 the same token ids (``RewardModel.encode``) in padded micro-batches, and GRPO groups through the shared-prefix
 path. The checkpoints are random but seeded, generated per case: Llama, Mistral, Qwen2 (rotary positions) and
 GPT-2 (absolute positions), with tokenizers that have no pad token (the case where transformers' pad-id search
-reads one token early when the text ends with EOS).
+reads one token early when the text ends with EOS). Half the paths run the linear layers through oneDNN, half
+through torch's default kernel.
 """
 
 from __future__ import annotations
@@ -152,8 +153,19 @@ def test_batched_equals_the_per_sample_loop(
     results = {}
     for side in ("left", "right"):
         for share in (True, False):
-            rm = RewardModel(str(path), head=head, padding_side=side, share_prefix=share, token_budget=160, **options)
+            # both linear kernels, alternating over the four paths (rewardflow.models.kernels)
+            kernel = "onednn" if share == (side == "left") else "torch"
+            rm = RewardModel(
+                str(path),
+                head=head,
+                padding_side=side,
+                share_prefix=share,
+                token_budget=160,
+                cpu_linear=kernel,
+                **options,
+            )
             results[side, share] = (rm(prompts, completions), rm.last_report)
+            assert rm.cpu_linear_used.startswith(kernel), rm.cpu_linear_used
             ids = rm.encode(prompts, completions)
     reference = per_sample_reference(path, head, ids, index)
     assert len({round(v, 4) for v in reference}) > 3  # distinct scores: a mix-up would show

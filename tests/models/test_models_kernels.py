@@ -1,0 +1,168 @@
+"""Which kernel runs fp32 linear layers on the CPU (rewardflow.models.kernels): oneDNN or torch's default.
+
+The scores must not depend on the choice beyond float rounding, the oneDNN operator must really be the one that
+runs when it is chosen, the weights the offload modes swap in must be the ones it reads, and every way the choice
+can fall back (asked for torch, not measured faster, operator missing, gradients, other dtypes and devices) must
+say so in the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from rewardflow.errors import ConfigError
+from rewardflow.models import RewardModel, kernels
+from rewardflow.models.similarity import SimilarityReward
+
+PROMPTS = ["How much does Janet make per day?"] * 3 + ["What is two plus two?"]
+COMPLETIONS = ["She sells 9 eggs for $2 each: $18.", "18", "I do not know.", "four"]
+
+
+def _patched(model: Any) -> list[bool]:
+    return ["forward" in m.__dict__ for m in model.modules() if type(m) is torch.nn.Linear]
+
+
+@pytest.fixture
+def op_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """Records the input shape of every call to torch's oneDNN linear operator made through rewardflow."""
+    calls: list[tuple[int, ...]] = []
+    real = kernels._op()
+
+    def counting(x: Any, *args: Any) -> Any:
+        calls.append(tuple(x.shape))
+        return real(x, *args)
+
+    monkeypatch.setattr(kernels, "_op", lambda: counting)
+    return calls
+
+
+def test_onednn_scores_equal_torch_scores_and_the_operator_runs(
+    zoo: dict[str, Path], op_calls: list[tuple[int, ...]]
+) -> None:
+    onednn = RewardModel(str(zoo["seq_cls"]), score_label="good", cpu_linear="onednn")
+    plain = RewardModel(str(zoo["seq_cls"]), score_label="good", cpu_linear="torch")
+    got = onednn(PROMPTS, COMPLETIONS)
+    assert onednn.last_report is not None and onednn.last_report.cpu_linear.startswith("onednn")
+    assert op_calls, "the oneDNN operator was never called"
+    calls = len(op_calls)
+    want = plain(PROMPTS, COMPLETIONS)
+    assert len(op_calls) == calls  # cpu_linear="torch" never reaches it
+    assert plain.last_report is not None and plain.last_report.cpu_linear == "torch (cpu_linear='torch')"
+    assert len({round(v, 4) for v in want}) > 2  # distinct scores: a mix-up would show
+    assert got == pytest.approx(want, abs=1e-5)
+    assert all(_patched(onednn._model)) and not any(_patched(plain._model))
+
+
+def test_release_mode_reads_the_weights_swapped_in_at_each_onload(zoo: dict[str, Path]) -> None:
+    reference = RewardModel(str(zoo["wide"]), head="token-cls", cpu_linear="torch")(PROMPTS, COMPLETIONS)
+    rm = RewardModel(str(zoo["wide"]), head="token-cls", offload="release", cpu_linear="onednn")
+    first = rm(PROMPTS, COMPLETIONS)
+    assert all(p.is_meta for p in rm.weights.model.parameters())  # released between calls
+    second = rm(PROMPTS, COMPLETIONS)  # the Linear modules now hold tensors reread from the file
+    assert first == second
+    assert first == pytest.approx(reference, abs=1e-5)
+
+
+def test_similarity_runs_through_the_same_choice() -> None:
+    rows = [("Every day Janet earns 18 dollars.", "Janet makes $18 a day."), ("Paris.", "Janet makes $18 a day.")]
+    fast = SimilarityReward(cpu_linear="onednn")
+    slow = SimilarityReward(cpu_linear="torch")
+    got = fast.score_texts([a for a, _ in rows], [b for _, b in rows])
+    assert fast.last_report is not None and fast.last_report.cpu_linear.startswith("onednn")
+    assert got == pytest.approx(slow.score_texts([a for a, _ in rows], [b for _, b in rows]), abs=1e-5)
+    assert got[0] > got[1]
+
+
+@pytest.fixture
+def fresh_gain() -> Any:
+    """The CPU's measured gain is cached per process; these tests measure (or fake) it anew."""
+    kernels.cpu_gain.cache_clear()
+    yield
+    kernels.cpu_gain.cache_clear()
+
+
+def test_auto_keeps_torch_when_onednn_is_not_measured_faster(
+    zoo: dict[str, Path], monkeypatch: pytest.MonkeyPatch, fresh_gain: None
+) -> None:
+    monkeypatch.setattr(kernels, "_rate_gain", lambda weights: 1.05)
+    rm = RewardModel(str(zoo["token_cls"]), head="token-cls")  # cpu_linear="auto"
+    rm(PROMPTS, COMPLETIONS)
+    assert rm.last_report is not None
+    assert rm.last_report.cpu_linear == "torch (oneDNN measured 1.05x torch's rate on this CPU, under 1.2x)"
+    assert not any(_patched(rm._model))
+
+
+def test_auto_measures_once_per_process_and_every_model_agrees(
+    zoo: dict[str, Path], monkeypatch: pytest.MonkeyPatch, fresh_gain: None
+) -> None:
+    measured: list[list[tuple[int, ...]]] = []
+
+    def gain(weights: list[Any]) -> float:
+        measured.append([tuple(w.shape) for w in weights])
+        return 2.0
+
+    monkeypatch.setattr(kernels, "_rate_gain", gain)
+    first = RewardModel(str(zoo["seq_cls"]), score_label="good")
+    second = RewardModel(str(zoo["seq_cls"]), score_index=1)
+    assert first(PROMPTS, COMPLETIONS) == second(PROMPTS, COMPLETIONS)  # same kernel, bit-identical scores
+    assert first.cpu_linear_used == second.cpu_linear_used == "onednn (measured 2.00x torch's rate on this CPU)"
+    assert measured == [[(1024, 1024)]]  # one reference measurement for the process
+
+
+def test_the_real_gain_probe_returns_a_positive_ratio(fresh_gain: None) -> None:
+    assert kernels._rate_gain([torch.randn(32, 48), torch.randn(48, 32)], repeats=2) > 0
+    assert kernels.cpu_gain() > 0
+
+
+def test_a_missing_operator_falls_back_with_the_reason(zoo: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> Any:
+        raise AttributeError("no such op: mkldnn::_linear_pointwise")
+
+    monkeypatch.setattr(kernels, "_op", missing)
+    rm = RewardModel(str(zoo["token_cls"]), head="token-cls", cpu_linear="onednn")
+    scores = rm(PROMPTS, COMPLETIONS)
+    assert len(scores) == len(PROMPTS)
+    assert "operator is unavailable (AttributeError: no such op" in rm.cpu_linear_used
+    assert not any(_patched(rm._model))
+
+
+def test_other_dtypes_devices_and_gradients_take_torchs_path(zoo: dict[str, Path]) -> None:
+    bf16 = RewardModel(str(zoo["token_cls"]), head="token-cls", dtype="bf16", cpu_linear="onednn")
+    bf16.load()
+    assert bf16.cpu_linear_used.startswith("torch (cpu bfloat16")
+    meta = RewardModel(str(zoo["token_cls"]), head="token-cls", device="meta", cpu_linear="onednn")
+    meta.load()
+    assert meta.cpu_linear_used.startswith("torch (meta float32")
+    # a patched layer asked for a gradient computes with F.linear, which autograd knows
+    layer = torch.nn.Linear(8, 4)
+    kernels.use_onednn_linears([layer])
+    x = torch.randn(3, 8, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == (3, 8)
+    with torch.inference_mode():
+        assert torch.allclose(layer(x.detach()), torch.nn.functional.linear(x.detach(), layer.weight, layer.bias))
+
+
+def test_a_model_being_compiled_traces_plain_linear_layers(
+    op_calls: list[tuple[int, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # inductor cannot lower the oneDNN operator on unfrozen weights (seen with torch.compile(dynamic=True))
+    layer = torch.nn.Linear(8, 4)
+    kernels.use_onednn_linears([layer])
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        layer(x)
+        assert len(op_calls) == 1
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        out = layer(x)
+    assert len(op_calls) == 1
+    assert torch.allclose(out, torch.nn.functional.linear(x, layer.weight, layer.bias))
+
+
+def test_bad_policy_is_a_config_error(zoo: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="cpu_linear must be 'auto', 'onednn' or 'torch'"):
+        RewardModel(str(zoo["token_cls"]), head="token-cls", cpu_linear="mkl")
