@@ -626,7 +626,7 @@ class Engine:
     def _get_pool(self) -> Any:
         with self._pool_lock:
             self._check_open()
-            if self._pool is None:
+            if self._pool is None or self._pool.closed:  # closed under us: its dispatcher crashed (logged)
                 from rewardflow.executors.base import make_executor
 
                 rewards = {

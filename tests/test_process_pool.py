@@ -250,3 +250,51 @@ def test_worker_threads_from_a_spec_and_an_adapter_override() -> None:
         assert engine.score(samples("OMP_NUM_THREADS"))[0].value == 2.0
     with build_engine(spec, worker_threads=3) as engine:  # what an adapter's engine option does
         assert engine.score(samples("OMP_NUM_THREADS"))[0].value == 3.0
+
+
+def test_a_cancelled_batch_does_not_kill_the_dispatcher() -> None:
+    """Found by schemathesis against `rewardflow serve` (a request whose deadline passed): the engine awaits the
+    batch through ``asyncio.wrap_future``, so a cancelled caller cancels the batch's future; the last result then
+    arrived on a cancelled future, ``set_result`` raised InvalidStateError in the dispatcher thread, and every later
+    call on that pool waited forever."""
+    rewards = {"r": Reward.wrap(_rewards.sleepy)}
+    with ProcessPool(rewards, workers=1, max_workers=1) as pool:
+        batch = pool.submit("r", samples("sleep 0.5", "sleep 0"), timeout=30)
+        assert batch.future.cancel()  # the caller gave up before any result came back
+        assert batch.cancelled  # so its remaining samples are not dispatched either
+        time.sleep(1.5)  # the running call finishes and its result reaches the cancelled future
+        after = pool.submit("r", samples("sleep 0", "sleep 0"), timeout=30)
+        results = after.future.result(timeout=120)  # hang guard: before the fix this never resolved
+        assert [r.status for r in results] == [Status.OK, Status.OK]
+        assert pool._thread is not None and pool._thread.is_alive()
+
+
+def test_an_engine_call_cancelled_by_its_deadline_leaves_the_engine_working() -> None:
+    import asyncio
+
+    async def scenario(engine: Engine) -> list[Status]:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(engine.ascore(samples("sleep 0.5")), 0.05)  # in flight when cancelled
+        await asyncio.sleep(1.5)  # the abandoned call's results arrive
+        return [r.status for r in await asyncio.wait_for(engine.ascore(samples("sleep 0", "x")), 120)]
+
+    with Engine(_rewards.sleepy, workers=1, max_workers=1, timeout=30) as engine:
+        engine.score(samples("sleep 0"))  # the worker is up, so the 0.05 s deadline falls mid-call
+        assert asyncio.run(scenario(engine)) == [Status.OK, Status.OK]
+
+
+def test_a_pool_whose_dispatcher_crashed_is_replaced_by_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Engine(_rewards.sleepy, workers=1, max_workers=1, timeout=30) as engine:
+        engine.score(samples("sleep 0"))
+        first = engine.pool
+
+        def boom(*_: object) -> None:
+            raise RuntimeError("a bug in the dispatcher")
+
+        monkeypatch.setattr(first, "_on_message", boom)
+        with pytest.raises(EngineClosedError, match="dispatcher crashed"):  # loud, never a silent score
+            engine.score(samples("sleep 0"))
+        assert first.closed
+        monkeypatch.undo()
+        assert [r.status for r in engine.score(samples("sleep 0"))] == [Status.OK]  # a new pool
+        assert engine.pool is not first

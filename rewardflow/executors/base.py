@@ -13,9 +13,10 @@ once. :func:`make_executor` builds one by name (``"process"`` or ``"ray"``).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
@@ -73,8 +74,15 @@ class Batch:
         self._lock = threading.Lock()
         self.cancelled = False
         self.future: Future[list[RewardResult]] = Future()
+        # The engine awaits ``future`` through ``asyncio.wrap_future``: when the awaiting task is cancelled (a
+        # request deadline, a client that left), the future is cancelled too. Stop dispatching what is left.
+        self.future.add_done_callback(self._on_done)
         if size == 0:
             self.future.set_result([])
+
+    def _on_done(self, future: Future[list[RewardResult]]) -> None:
+        if future.cancelled():
+            self.cancelled = True
 
     def set(self, index: int, result: RewardResult) -> bool:
         """Record a result; False if that sample already had one (first result wins)."""
@@ -85,11 +93,14 @@ class Batch:
             self._remaining -= 1
             finished = self._remaining == 0
         if finished:
-            self.future.set_result(self.results)  # type: ignore[arg-type]
+            # The caller may have cancelled the future meanwhile; its late results are dropped, and the
+            # dispatcher thread that delivers them must not die of InvalidStateError (that hung every later call).
+            with contextlib.suppress(InvalidStateError):
+                self.future.set_result(self.results)  # type: ignore[arg-type]
         return True
 
     def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
+        with contextlib.suppress(InvalidStateError):
             self.future.set_exception(exc)
 
     def cancel(self) -> None:
@@ -134,6 +145,11 @@ class StartsOnFirstUse:
             raise EngineClosedError(f"the {self._what} is closed")
         if self._state is PoolState.NEW:
             self._start()
+
+    @property
+    def closed(self) -> bool:
+        """True once closed, by :meth:`close` or because its dispatcher crashed (the engine then builds a new one)."""
+        return self._state is PoolState.CLOSED
 
     def _mark_closed(self) -> bool | None:
         """With the executor's lock held: ``None`` if it was closed already, else whether it had started."""

@@ -325,6 +325,8 @@ class ProcessPool(StartsOnFirstUse):
             self._loop()
         except Exception:  # pragma: no cover - a bug here must not leave callers waiting forever
             logger.exception("rewardflow process pool dispatcher crashed")
+            with self._lock:
+                self._mark_closed()  # later submits fail fast (the engine replaces a closed pool), never hang
             self._fail_pending(EngineClosedError("the process pool dispatcher crashed; see the log"))
             self._shutdown_workers()
 

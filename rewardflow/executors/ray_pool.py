@@ -370,13 +370,9 @@ class RayPool(StartsOnFirstUse):
             self._loop()
         except Exception:  # pragma: no cover - a bug here must not leave callers waiting forever
             logger.exception("rewardflow Ray pool dispatcher crashed")
-            with self._lock:
-                tasks = list(self._pending)
-                self._pending.clear()
-                for a in self._actors:
-                    tasks.extend(a.chunk)
-            for t in tasks:
-                t.batch.fail(EngineClosedError("the Ray pool dispatcher crashed; see the log"))
+            # Fail what is queued, end the actors, and mark the pool closed: later submits fail fast (the engine
+            # replaces a closed pool) instead of waiting on a dispatcher that is gone.
+            self.close(wait=False)
 
     def _loop(self) -> None:
         ray = self._ray

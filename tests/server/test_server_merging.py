@@ -92,3 +92,16 @@ def test_batch_wait_0_turns_merging_off(tmp_path: Path) -> None:
         metrics = httpx.get(server.url + "/metrics").text
     assert [r.json() for r in replies] == [float(i) for i in range(50)]
     assert _merged(metrics) == (0.0, 0.0)
+
+
+def test_the_server_keeps_answering_after_a_call_nobody_waits_for(wait_server: Server) -> None:
+    """Found by schemathesis (a schema-valid tiny ``timeout``): a lone request's deadline passed while its sample was
+    running, the engine call was cancelled, and the late result crashed the process pool's dispatcher; every later
+    request then hung. Each request here is alone, so its whole engine call is cancelled at its deadline."""
+    for i in range(3):
+        body = {"samples": [{"completion": "sleep 1", "id": i}], "timeout": 0.2}
+        reply = httpx.post(wait_server.url + "/v1/score", json=body, timeout=60)
+        assert reply.json()["results"][0]["status"] == "timeout"
+        time.sleep(1.5)  # the abandoned call finishes in its worker and its result comes back
+        after = httpx.post(wait_server.url + "/v1/score", json={"samples": [{"completion": "x", "id": 7}]}, timeout=60)
+        assert after.status_code == 200 and after.json()["results"][0]["reward"] == 7.0
