@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -86,6 +87,18 @@ def live_reward_actors() -> list[Any]:
 
     actors = list_actors(filters=[("state", "!=", "DEAD")], limit=1000)
     return [a for a in actors if a.class_name in ("RewardActor", "ModelActor")]
+
+
+def listed(ok: Callable[[list[Any]], bool], seconds: float = 60.0) -> bool:
+    """Whether ``ok(live_reward_actors())`` holds within ``seconds``. Ray's state API is eventually consistent: on
+    a loaded machine an actor that has just answered may not be listed yet (a loaded `make test` run saw an empty
+    list once), so presence is polled, with a hang guard."""
+    deadline = time.monotonic() + seconds
+    while not ok(live_reward_actors()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def in_thread(fn: Callable[[], T], seconds: float) -> T:

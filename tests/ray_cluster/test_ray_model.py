@@ -13,7 +13,7 @@ from rewardflow.executors.ray_actor import NODE_KEY
 from rewardflow.executors.ray_model import RayModel
 from rewardflow.types import Status
 from tests.ray_cluster import _models
-from tests.ray_cluster.conftest import alive_nodes, in_thread, live_reward_actors
+from tests.ray_cluster.conftest import alive_nodes, in_thread, listed, live_reward_actors
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_a_reward_model_in_a_ray_actor_scores_like_the_local_one(cluster: object
     remote = RayModel(RewardModel, path, device="cpu", num_gpus=0, name="rm")
     with Engine(remote) as engine:
         got = in_thread(lambda: engine.score(ROWS), 600)
-        assert [a.class_name for a in live_reward_actors()] == ["ModelActor"]
+        assert listed(lambda actors: [a.class_name for a in actors] == ["ModelActor"])
     assert all(r.ok for r in expected) and all(r.ok for r in got)
     assert len({round(r.value, 4) for r in expected}) > 1  # a real spread of scores, not a constant
     for a, b in zip(expected, got, strict=True):

@@ -22,7 +22,7 @@ from rewardflow.executors.ray_pool import RayPool
 from rewardflow.reward import Reward
 from rewardflow.types import Status
 from tests import _rewards
-from tests.ray_cluster.conftest import NODES, alive_nodes, in_thread, live_reward_actors
+from tests.ray_cluster.conftest import NODES, alive_nodes, in_thread, listed, live_reward_actors
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +141,7 @@ def test_close_leaves_no_rewardflow_actors(cluster: object) -> None:
     engine = Engine(_rewards.length_reward, executor="ray", workers=NODES, timeout=30)
     results = in_thread(lambda: engine.score([Sample("p", "abc")] * 50), 300)
     assert [r.value for r in results] == [3.0] * 50
-    assert len(live_reward_actors()) >= NODES
+    assert listed(lambda actors: len(actors) >= NODES)
     engine.close()
     assert _no_actors_left() == []
 
@@ -192,7 +192,7 @@ def test_one_limit_for_every_caller(cluster: object) -> None:
             t.start()
         for t in threads:
             t.join()
-        assert len(live_reward_actors()) == 2
+        assert listed(lambda actors: len(actors) == 2)
         results = [r for b in batches for r in b.future.result(timeout=300)]
     finally:
         pool.close()
