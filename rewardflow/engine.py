@@ -612,10 +612,11 @@ class Engine:
                     raw = await asyncio.wait_for(rw.fn(**kwargs), timeout)
                 else:
                     raw = await asyncio.wait_for(asyncio.to_thread(_in_thread, rw.fn, kwargs), timeout)
-            except asyncio.TimeoutError:
+            except asyncio.TimeoutError as exc:
                 status = Status.TIMEOUT
                 how = "call cancelled" if rw.is_async else "the thread cannot be killed and finishes in the background"
-                reason = f"timed out after {timeout:g}s ({how})"
+                # a reward that enforces its own, narrower limit (RayModel) says which one in the message
+                reason = str(exc) or f"timed out after {timeout:g}s ({how})"
                 return [RewardResult(None, status, reason, latency=time.perf_counter() - start) for _ in samples]
             except _Interrupted:
                 raise  # to the caller (see _Interrupted), never turned into error results

@@ -31,7 +31,7 @@ from typing import Any
 from rewardflow.errors import ModelError
 from rewardflow.executors.ray_actor import NODE_KEY
 from rewardflow.executors.ray_pool import connect, import_ray
-from rewardflow.reward import Kind, Reward, RewardOptions
+from rewardflow.reward import Kind, Reward, RewardOptions, check_timeout
 from rewardflow.types import Score
 
 __all__ = ["RayModel"]
@@ -82,7 +82,11 @@ class RayModel:
         *args, **kwargs: its arguments (a checkpoint path, ``device=``, ...).
         num_gpus / num_cpus: what the actor reserves.
         address: the Ray cluster, as for :class:`~rewardflow.executors.ray_pool.RayPool`.
-        name: the component name; timeout: the per-batch timeout (the engine's default if ``None``).
+        name: the component name.
+        timeout: the per-batch scoring limit, counted once the actor is up (``None``: ``start_timeout`` serves as
+            the hang guard). Starting the actor and building the model are not counted: loading a checkpoint can
+            take minutes, and a limit that counted it would kill every fresh actor before its first batch.
+        start_timeout: how long the actor may take to start and build the model.
         runtime_env: Ray runtime environment for the actor.
     """
 
@@ -96,6 +100,7 @@ class RayModel:
         address: str | None = None,
         name: str = "ray_model",
         timeout: float | None = None,
+        start_timeout: float = 900.0,
         runtime_env: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -103,7 +108,12 @@ class RayModel:
         self.factory, self.args, self.kwargs = factory, args, kwargs
         self.num_gpus, self.num_cpus, self.address = num_gpus, num_cpus, address
         self._runtime_env = dict(runtime_env) if runtime_env else None
-        self.__rewardflow__ = RewardOptions(name=name, kind=Kind.BATCH, timeout=timeout)
+        check_timeout(timeout, name)
+        check_timeout(start_timeout, name)
+        self.timeout, self.start_timeout = timeout, start_timeout
+        # The engine's own limit only backs up the two below (it would otherwise count the model's loading).
+        outer = start_timeout + (timeout if timeout is not None else start_timeout) + 30.0
+        self.__rewardflow__ = RewardOptions(name=name, kind=Kind.BATCH, timeout=outer)
         self._lock = threading.Lock()
         self._actor: Any = None
         self.started = 0  # actors created so far (a replacement after a timeout or a death adds one)
@@ -125,8 +135,23 @@ class RayModel:
     async def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[Score]:
         actor = self._get_actor()
         try:
-            values, node = await actor.score.remote(list(prompts), list(completions))
-        except asyncio.CancelledError:  # the engine's timeout (or the caller) gave up: a hung model is killed
+            try:  # methods queue behind the actor's __init__, so this returns once the model is built
+                await asyncio.wait_for(actor.node.remote(), self.start_timeout)
+            except asyncio.TimeoutError:
+                self._drop(actor)
+                raise ModelError(
+                    f"the model's Ray actor did not start within {self.start_timeout:g}s (start_timeout)"
+                ) from None
+            try:
+                call = actor.score.remote(list(prompts), list(completions))
+                values, node = await asyncio.wait_for(call, self.timeout)
+            except asyncio.TimeoutError:  # a hung forward pass cannot be interrupted: kill the actor
+                self._drop(actor)
+                raise asyncio.TimeoutError(
+                    f"timed out after {self.timeout:g}s (the model's Ray actor was killed; the next batch starts a "
+                    "fresh one)"
+                ) from None
+        except asyncio.CancelledError:  # the caller gave up: a possibly hung model is killed
             self._drop(actor)
             raise
         except self._ray.exceptions.RayError as exc:

@@ -44,7 +44,10 @@ def test_a_reward_model_in_a_ray_actor_scores_like_the_local_one(cluster: object
     remote = RayModel(RewardModel, path, device="cpu", num_gpus=0, name="rm")
     with Engine(remote) as engine:
         got = in_thread(lambda: engine.score(ROWS), 600)
-        assert listed(lambda actors: [a.class_name for a in actors] == ["ModelActor"])
+        # ModelActor is listed (other tests' actors may still be winding down on a loaded machine: not ==)
+        assert listed(lambda actors: "ModelActor" in [a.class_name for a in actors]), [
+            (a.class_name, a.state) for a in live_reward_actors()
+        ]
     assert all(r.ok for r in expected) and all(r.ok for r in got)
     assert len({round(r.value, 4) for r in expected}) > 1  # a real spread of scores, not a constant
     for a, b in zip(expected, got, strict=True):
@@ -59,6 +62,7 @@ def test_a_hung_model_call_times_out_and_the_next_batch_gets_a_fresh_actor(clust
     with Engine(model) as engine:
         first = in_thread(lambda: engine.score([Sample("p", "abc"), Sample("p", "hang")]), 300)
         assert [r.status for r in first] == [Status.TIMEOUT, Status.TIMEOUT]  # a batch call fails as a whole
+        assert "timed out after 3s (the model's Ray actor was killed" in first[0].reason  # its own limit, not 963 s
         second = in_thread(lambda: engine.score([Sample("p", "abc"), Sample("p", "de")]), 300)
     assert [r.value for r in second] == [6.0, 4.0]
     assert model.started == 2  # the hung actor was killed, a new one built the model again
