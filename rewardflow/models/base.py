@@ -84,6 +84,7 @@ class ScoreReport:
     shared_groups: int = 0  # groups of samples whose common prompt prefix ran once
     shared_tokens: int = 0  # prefix tokens not recomputed thanks to that
     cpu_linear: str = ""  # what runs the linear layers: "onednn (...)" or "torch (...)" (rewardflow.models.kernels)
+    packing: str = "off"  # "on", or "off: <why>": sequences end to end without padding (rewardflow.models.packing)
 
     @property
     def padding_waste(self) -> float:
@@ -419,6 +420,7 @@ class ManagedModel:
                     shared_groups=stats.get("shared_groups", 0),
                     shared_tokens=stats.get("shared_tokens", 0),
                     cpu_linear=self.cpu_linear_used,
+                    packing=stats.get("packing", "off"),
                 )
 
     def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, **kwargs: Any) -> Encoded:
@@ -466,6 +468,10 @@ class ManagedModel:
         """The padded micro-batch path over distinct sequences (a subclass may route some of them elsewhere)."""
         return self._padded_batches(encoded, list(range(len(encoded.input_ids))), forward, stats)
 
+    def _pads_left(self) -> bool:
+        """Whether padded micro-batches put the padding first (the tokenizer's side unless a subclass knows better)."""
+        return self._tokenizer.padding_side == "left"
+
     def _padded_batches(
         self,
         encoded: Encoded,
@@ -478,7 +484,7 @@ class ManagedModel:
         lengths = [len(encoded.input_ids[i]) for i in indices]
         plan = plan_micro_batches(lengths, self.token_budget, self.max_batch_size)
         stats["plan"] = _merge_plans(stats.get("plan"), plan)
-        left = self._tokenizer.padding_side == "left"
+        left = self._pads_left()
         pad_id = self._pad_filler
         with_types = encoded.token_type_ids is not None and self._accepts_token_types
         out: list[Any] = [None] * len(encoded.input_ids)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rewardflow.errors import ConfigError
 
-__all__ = ["MicroBatchPlan", "plan_micro_batches"]
+__all__ = ["MicroBatchPlan", "pack_micro_batches", "plan_micro_batches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +66,27 @@ def plan_micro_batches(lengths: Sequence[int], token_budget: int, max_batch_size
         batches.append(tuple(current))
         padded += len(current) * longest
     return MicroBatchPlan(tuple(batches), sum(lengths), padded)
+
+
+def pack_micro_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int | None = None) -> MicroBatchPlan:
+    """Micro-batches for packed rows (:mod:`rewardflow.models.packing`): at most ``token_budget`` real tokens each.
+
+    The same longest-first greedy order as :func:`plan_micro_batches`, but a packed row has no padding, so a
+    micro-batch costs the sum of its lengths and ``padded_tokens`` equals ``real_tokens``.
+    """
+    plan_micro_batches([], token_budget, max_batch_size)  # validates both
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[tuple[int, ...]] = []
+    current: list[int] = []
+    used = 0
+    for i in order:
+        full = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (used + lengths[i] > token_budget or full):
+            batches.append(tuple(current))
+            current, used = [], 0
+        current.append(i)
+        used += lengths[i]
+    if current:
+        batches.append(tuple(current))
+    total = sum(lengths)
+    return MicroBatchPlan(tuple(batches), total, total)

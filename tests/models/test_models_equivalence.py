@@ -2,9 +2,10 @@
 
 The reference is plain transformers, one unpadded sequence at a time, with the checkpoint exactly as saved (no
 pad id added to its config): what the model computes when nothing can go wrong with padding. rewardflow scores
-the same token ids (``RewardModel.encode``) in padded micro-batches, and GRPO groups through the shared-prefix
-path. The checkpoints are random but seeded, generated per case: Llama, Mistral, Qwen2 (rotary positions) and
-GPT-2 (absolute positions), with tokenizers that have no pad token (the case where transformers' pad-id search
+the same token ids (``RewardModel.encode``) in padded micro-batches (both padding sides), in packed rows (no
+padding, :mod:`rewardflow.models.packing`), and GRPO groups through the shared-prefix path. The checkpoints are
+random but seeded, generated per case: Llama, Mistral, Qwen2 (rotary positions), GPT-2 (absolute positions) and
+BERT (a bidirectional encoder), with tokenizers that have no pad token (the case where transformers' pad-id search
 reads one token early when the text ends with EOS). Half the paths run the linear layers through oneDNN, half
 through torch's default kernel.
 """
@@ -21,7 +22,7 @@ import torch
 from rewardflow.models import RewardModel
 from tests.models.conftest import RM_TEMPLATE, build_tokenizer, randomize
 
-ARCHS = ["llama", "mistral", "qwen2", "gpt2"]
+ARCHS = ["llama", "mistral", "qwen2", "gpt2", "bert"]
 HEADS = ["seq-cls", "token-cls", "value-head"]
 WORDS = "the quick brown fox jumps over lazy dog janet has sixteen eggs sells rest two dollars each".split()
 
@@ -48,6 +49,15 @@ def _config(arch: str, tokenizer: Any, rng: random.Random, pad_id: int | None) -
     }
     if arch == "gpt2":
         return transformers.GPT2Config(n_embd=hidden, n_layer=rng.choice([1, 2]), n_head=4, n_positions=256, **common)
+    if arch == "bert":  # a bidirectional encoder; its sequence classifier is run whole (pooled first token)
+        return transformers.BertConfig(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=rng.choice([1, 2]),
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            **common,
+        )
     cls = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config"}[arch]
     return getattr(transformers, cls)(
         hidden_size=hidden,
@@ -151,28 +161,35 @@ def test_batched_equals_the_per_sample_loop(
     index = num_labels - 1 if head != "value-head" else 0
     options: dict[str, Any] = {"score_index": index} if head != "value-head" else {}
     results = {}
-    for side in ("left", "right"):
-        for share in (True, False):
-            # both linear kernels, alternating over the four paths (rewardflow.models.kernels)
-            kernel = "onednn" if share == (side == "left") else "torch"
-            rm = RewardModel(
-                str(path),
-                head=head,
-                padding_side=side,
-                share_prefix=share,
-                token_budget=160,
-                cpu_linear=kernel,
-                **options,
-            )
-            results[side, share] = (rm(prompts, completions), rm.last_report)
-            assert rm.cpu_linear_used.startswith(kernel), rm.cpu_linear_used
-            ids = rm.encode(prompts, completions)
+    paths = [(side, share, False) for side in ("left", "right") for share in (True, False)]
+    paths.append(("right", False, True))  # packed rows instead of padded micro-batches
+    for side, share, packing in paths:
+        # both linear kernels, alternating over the padded paths (rewardflow.models.kernels)
+        kernel = "onednn" if share == (side == "left") else "torch"
+        rm = RewardModel(
+            str(path),
+            head=head,
+            padding_side=side,
+            share_prefix=share,
+            packing=packing,
+            token_budget=160,
+            cpu_linear=kernel,
+            **options,
+        )
+        results[side, share, packing] = (rm(prompts, completions), rm.last_report)
+        assert rm.cpu_linear_used.startswith(kernel), rm.cpu_linear_used
+        ids = rm.encode(prompts, completions)
     reference = per_sample_reference(path, head, ids, index)
     assert len({round(v, 4) for v in reference}) > 3  # distinct scores: a mix-up would show
-    for (side, share), (scores, report) in results.items():
-        assert scores == pytest.approx(reference, abs=1e-4), (side, share, report)
+    for (side, share, packing), (scores, report) in results.items():
+        assert scores == pytest.approx(reference, abs=1e-4), (side, share, packing, report)
         assert report.micro_batches > 1
-        if share:
+        if packing:  # every architecture here passes the packing probe: no padding computed
+            assert report.packing == "on", report.packing
+            assert report.padded_tokens == report.real_tokens
+        else:
+            assert report.packing.startswith("off"), report.packing
+        if share and arch != "bert":
             assert report.prefix_sharing == "on", report.prefix_sharing
             assert report.shared_groups == 2 and report.shared_tokens > 0
     if templated:

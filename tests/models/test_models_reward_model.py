@@ -113,7 +113,8 @@ def test_value_head_is_released_and_restored_from_the_file(zoo: dict[str, Path])
 
 def test_identical_samples_are_computed_once(zoo: dict[str, Path]) -> None:
     # a GRPO group: the same prompt, several identical completions
-    rm = RewardModel(str(zoo["token_cls"]), head="token-cls", token_budget=10_000)
+    # padded rows, so that each forward pass's batch size counts sequences (packed rows are counted in test_packing)
+    rm = RewardModel(str(zoo["token_cls"]), head="token-cls", token_budget=10_000, packing=False)
     rows: list[int] = []
     rm.load()
     hook = rm._base.register_forward_hook(  # the base model runs; the linear head reads one position per row
@@ -133,7 +134,7 @@ def test_identical_samples_are_computed_once(zoo: dict[str, Path]) -> None:
 @pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize("model", ["token_cls", "gpt2_token_cls"])  # rotary vs absolute position embeddings
 def test_last_token_read_with_either_padding_side(zoo: dict[str, Path], side: str, model: str) -> None:
-    rm = RewardModel(str(zoo[model]), head="token-cls", padding_side=side, token_budget=10_000)
+    rm = RewardModel(str(zoo[model]), head="token-cls", padding_side=side, token_budget=10_000, packing=False)
     batched = rm(QUESTIONS, COMPLETIONS)
     assert rm.last_report is not None and rm.last_report.micro_batches == 1  # one padded batch, lengths differ
     assert rm.last_report.padding_waste > 0.2
