@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from rewardflow.errors import ConfigError, ModelError
 from rewardflow.models.batching import MicroBatchPlan, plan_micro_batches
-from rewardflow.models.kernels import CPU_LINEAR, choose_cpu_linear
+from rewardflow.models.kernels import CPU_LINEAR, choose_cpu_linear, drop_prepacked
 from rewardflow.models.loading import Checkpoint, import_torch, resolve_device, resolve_dtype, safetensors_errors
 from rewardflow.models.weights import OffloadMode, WeightStore, device_memory, trim_host_memory
 
@@ -266,6 +266,8 @@ class ManagedModel:
             if self._state is not ModelState.ONLOADED or self._store is None:
                 return
             self._store.offload()
+            if self.offload_mode is OffloadMode.RELEASE:
+                drop_prepacked(self._model)  # the weights are gone; so must their packed copies be
             if self.offload_mode is not OffloadMode.NONE:
                 self._state = ModelState.OFFLOADED
 

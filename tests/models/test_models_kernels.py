@@ -62,6 +62,7 @@ def test_release_mode_reads_the_weights_swapped_in_at_each_onload(zoo: dict[str,
     rm = RewardModel(str(zoo["wide"]), head="token-cls", offload="release", cpu_linear="onednn")
     first = rm(PROMPTS, COMPLETIONS)
     assert all(p.is_meta for p in rm.weights.model.parameters())  # released between calls
+    assert not any(kernels._PACKED in m.__dict__ for m in rm.weights.model.modules())  # packed copies freed too
     second = rm(PROMPTS, COMPLETIONS)  # the Linear modules now hold tensors reread from the file
     assert first == second
     assert first == pytest.approx(reference, abs=1e-5)
@@ -109,7 +110,8 @@ def test_auto_measures_once_per_process_and_every_model_agrees(
     first = RewardModel(str(zoo["seq_cls"]), score_label="good")
     second = RewardModel(str(zoo["seq_cls"]), score_index=1)
     assert first(PROMPTS, COMPLETIONS) == second(PROMPTS, COMPLETIONS)  # same kernel, bit-identical scores
-    assert first.cpu_linear_used == second.cpu_linear_used == "onednn (measured 2.00x torch's rate on this CPU)"
+    want = "onednn (measured 2.00x torch's rate on this CPU; weights prepacked)"
+    assert first.cpu_linear_used == second.cpu_linear_used == want
     assert measured == [[(1024, 1024)]]  # one reference measurement for the process
 
 
@@ -166,3 +168,66 @@ def test_a_model_being_compiled_traces_plain_linear_layers(
 def test_bad_policy_is_a_config_error(zoo: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="cpu_linear must be 'auto', 'onednn' or 'torch'"):
         RewardModel(str(zoo["token_cls"]), head="token-cls", cpu_linear="mkl")
+
+
+def test_prepacked_weights_are_reused_and_repacked_when_a_weight_changes(zoo: dict[str, Path]) -> None:
+    rm = RewardModel(str(zoo["seq_cls"]), score_label="good", cpu_linear="onednn")
+    first = rm(PROMPTS, COMPLETIONS)
+    assert rm.cpu_linear_used.endswith("weights prepacked)"), rm.cpu_linear_used
+    linears = [m for m in rm._model.modules() if type(m) is torch.nn.Linear]
+    packed = [m.__dict__[kernels._PACKED][1] for m in linears]
+    assert all(p.is_mkldnn for p in packed)
+    assert rm(PROMPTS, COMPLETIONS) == first  # bit for bit, from the same packed copies
+    assert all(m.__dict__[kernels._PACKED][1] is p for m, p in zip(linears, packed, strict=True))
+    with torch.no_grad():
+        linears[0].weight.mul_(0.5)  # an in-place change: a new version of the same storage
+    changed = rm(PROMPTS, COMPLETIONS)
+    assert linears[0].__dict__[kernels._PACKED][1] is not packed[0]  # packed again
+    assert changed != first
+    plain = RewardModel(str(zoo["seq_cls"]), score_label="good", cpu_linear="torch")
+    plain.load()
+    with torch.no_grad():
+        next(m for m in plain._model.modules() if type(m) is torch.nn.Linear).weight.mul_(0.5)
+    assert changed == pytest.approx(plain(PROMPTS, COMPLETIONS), abs=1e-5)
+
+
+def test_prepacking_has_a_size_limit(zoo: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "PREPACK_MAX_BYTES", 1024)
+    rm = RewardModel(str(zoo["seq_cls"]), score_label="good", cpu_linear="onednn")
+    got = rm(PROMPTS, COMPLETIONS)
+    assert "weights not prepacked" in rm.cpu_linear_used and "kept only up to" in rm.cpu_linear_used
+    assert not any(kernels._PACKED in m.__dict__ for m in rm._model.modules())
+    want = RewardModel(str(zoo["seq_cls"]), score_label="good", cpu_linear="torch")(PROMPTS, COMPLETIONS)
+    assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_bert_gelu_is_fused_into_its_linear_layer_and_checked_first(op_calls: list[tuple[int, ...]]) -> None:
+    """The real all-MiniLM-L6-v2: its six intermediate blocks run as linear+GELU oneDNN calls, same scores."""
+    import transformers
+
+    from rewardflow.models.similarity import default_encoder_path
+
+    path = str(default_encoder_path())
+    scores = {}
+    for kernel in ("onednn", "torch"):
+        torch.manual_seed(0)
+        rm = RewardModel(path, num_labels=1, allow_missing_weights=True, cpu_linear=kernel)
+        scores[kernel] = rm(PROMPTS, COMPLETIONS)
+        if kernel == "onednn":
+            assert "GELU fused into 6 of them" in rm.cpu_linear_used, rm.cpu_linear_used
+            fused = [m for m in rm._model.modules() if type(m).__name__ == "BertIntermediate"]
+            assert len(fused) == 6 and all("forward" in m.__dict__ for m in fused)
+    assert scores["onednn"] == pytest.approx(scores["torch"], abs=1e-5)
+
+    class Scaled(transformers.models.bert.modeling_bert.BertIntermediate):
+        def forward(self, hidden_states: Any) -> Any:  # does more than act(dense(x)): must keep its own forward
+            return super().forward(hidden_states) * 2.0
+
+    config = transformers.BertConfig(hidden_size=16, intermediate_size=32, hidden_act="gelu")
+    model = torch.nn.Sequential(Scaled(config), transformers.models.bert.modeling_bert.BertIntermediate(config))
+    assert kernels.fuse_gelu(model) == 1
+    assert "forward" not in model[0].__dict__ and "forward" in model[1].__dict__
+    tanh = transformers.models.bert.modeling_bert.BertIntermediate(
+        transformers.BertConfig(hidden_size=16, intermediate_size=32, hidden_act="gelu_new")
+    )
+    assert kernels.fuse_gelu(tanh) == 0  # an approximate GELU is not oneDNN's exact one
