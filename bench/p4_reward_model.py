@@ -21,7 +21,10 @@ Part 2, MiniLM: the seed's per-sample reward vs ``RewardModel.score`` (default, 
 on GSM8K completions with the real all-MiniLM-L6-v2 encoder as a sequence classifier (seeded random head), and
 the compute ceiling: the exact FLOPs of the seed's unpadded passes (``torch.utils.flop_counter``, attention
 included) per second, against the fp32 matmul peak on MiniLM's own linear shapes (the faster of torch's two
-kernels, ``F.linear`` and oneDNN), measured before every round (interleaved) and reported with its spread.
+kernels, ``F.linear`` and oneDNN with plain or prepacked weights), measured before every round (interleaved) and
+reported with its spread. Then the ceiling this CPU allows: the fraction of the peak reached if every linear layer
+ran at the peak and nothing but attention cost time, with attention at torch's fastest fp32 CPU kernel for each
+sequence length (fused SDPA or eager, each sequence alone and unmasked, as packed rows run it).
 Part 3: onload/offload cost per offload mode. Part ``levers``: what each setting does to MiniLM's time.
 
     cd bench && PYTHONPATH=.. python p4_reward_model.py [--part grpo|minilm|lifecycle|all] [--prompts 16]
@@ -361,15 +364,17 @@ def minilm(n: int, rounds: int) -> None:
     )
     print(
         f"matmul peak = the best fp32 rate torch reaches on MiniLM's linear shapes ({_SHAPE_ROWS} rows x "
-        f"384->384, 384->1536, 1536->384, weighted by their FLOPs), best of F.linear and oneDNN, measured "
+        f"384->384, 384->1536, 1536->384, weighted by their FLOPs), best of F.linear and oneDNN (plain or prepacked "
+        f"weights), measured "
         f"{len(peaks)} times interleaved: {', '.join(f'{p / 1e9:.0f}' for p in shaped)} GFLOP/s; median "
         f"{peak / 1e9:.0f}, spread {(max(shaped) - min(shaped)) / peak:.0%} of the median"
     )
-    for backend in ("torch", "onednn", "square"):
+    for backend in ("torch", "onednn", "prepacked", "square"):
         values = [p[backend] for p in peaks]
         what = {
             "torch": "F.linear (torch's default BLAS) on those shapes",
             "onednn": "oneDNN (torch.ops.mkldnn._linear_pointwise) on those shapes",
+            "prepacked": "oneDNN with the weights prepacked (torch.ops.mkldnn._reorder_linear_weight)",
             "square": "a @ b, 2048 x 2048 (the peak this bench used before)",
         }[backend]
         listed = ", ".join(f"{v / 1e9:.0f}" for v in values)
@@ -382,6 +387,53 @@ def minilm(n: int, rounds: int) -> None:
     )
     diff = max(abs(a - b) for k in ("torch", "auto") for a, b in zip(scores["seed"], scores[k], strict=True))
     print(f"max |seed - rewardflow| score: {diff:.1e} (must be < 1e-4: {diff < 1e-4})")
+    seconds, kernel_rates = _attention_floor(samples)
+    linear = flops - attention
+    ceiling = flops / (linear / peak + seconds) / peak
+    print(
+        f"ceiling on this CPU: {ceiling:.0%} of the peak, if every linear layer ran at the peak and everything but "
+        f"attention were free: attention's {attention / 1e9:.1f} GFLOP take at least {seconds:.2f} s at torch's "
+        f"fastest fp32 CPU attention for each sequence length (per sequence, unmasked, best of "
+        f"{', '.join(f'{k} {v / 1e9:.0f}' for k, v in kernel_rates.items())} GFLOP/s over these lengths); "
+        f"RewardModel.score reaches {share / ceiling:.0%} of that ceiling"
+    )
+
+
+def _attention_floor(samples: list[Sample]) -> tuple[float, dict[str, float]]:
+    """The least time torch's fp32 CPU kernels take for MiniLM's attention on these samples (all 6 layers).
+
+    Each sequence alone (no padding, no mask: what packed rows run), timed per distinct length for each kernel,
+    best of 5: fused ``scaled_dot_product_attention`` and the eager matmul-softmax-matmul. The floor takes the faster
+    kernel for each length. Returns ``(seconds, kernel -> its own FLOP/s over all sequences)``.
+    """
+    import collections
+
+    import torch
+
+    seed_reward(samples[0].prompt, samples[0].completion)  # loads the seed tokenizer
+    counts = collections.Counter(
+        len(_seed_tokenizer(s.prompt, s.completion, truncation=True, max_length=512)["input_ids"]) for s in samples
+    )
+    heads, dim, layers = 12, 32, 6
+
+    def eager(q: Any, k: Any, v: Any) -> Any:
+        return torch.matmul(torch.matmul(q, k.transpose(-1, -2)).mul_(dim**-0.5).softmax(-1), v)
+
+    kernels = {"sdpa": torch.nn.functional.scaled_dot_product_attention, "eager": eager}
+    per_kernel = dict.fromkeys(kernels, 0.0)
+    floor = 0.0
+    for length, count in counts.items():
+        q, k, v = (torch.randn(1, heads, length, dim) for _ in range(3))
+        best = {}
+        with torch.inference_mode():
+            for name, fn in kernels.items():
+                fn(q, k, v)
+                best[name] = min(measure(lambda fn=fn, q=q, k=k, v=v: fn(q, k, v))[1] for _ in range(5))
+        for name, t in best.items():
+            per_kernel[name] += t * count * layers
+        floor += min(best.values()) * count * layers
+    total = sum(4 * n * n * heads * dim * c * layers for n, c in counts.items())
+    return floor, {name: total / t for name, t in per_kernel.items()}
 
 
 def _seed_flops(samples: list[Sample]) -> tuple[int, int]:
@@ -419,12 +471,15 @@ def _shape_peak(repeats: int = 10) -> dict[str, float]:
     backends = {
         "torch": lambda x, w, b: torch.nn.functional.linear(x, w, b),
         "onednn": lambda x, w, b: op(x, w, b, "none", [], ""),
+        "prepacked": lambda x, w, b: op(x, w, b, "none", [], ""),  # w packed below, as RewardModel keeps it
     }
     out: dict[str, float] = {}
     for name, fn in backends.items():
         seconds = 0.0
         for k, n in _MINILM_LINEARS:
             x, w, b = torch.randn(_SHAPE_ROWS, k), torch.randn(n, k), torch.randn(n)
+            if name == "prepacked":
+                w = torch.ops.mkldnn._reorder_linear_weight(w, _SHAPE_ROWS)
             with torch.inference_mode():
                 for _ in range(3):
                     fn(x, w, b)
@@ -435,8 +490,8 @@ def _shape_peak(repeats: int = 10) -> dict[str, float]:
 
 
 def _best(peak: dict[str, float]) -> float:
-    """The peak for the model's shapes: the faster of the backends (the square matmul is context only)."""
-    return max(peak["torch"], peak["onednn"])
+    """The peak for the model's shapes: the fastest of the backends (the square matmul is context only)."""
+    return max(peak["torch"], peak["onednn"], peak["prepacked"])
 
 
 def _matmul_peak(n: int = 2048, repeats: int = 10) -> float:

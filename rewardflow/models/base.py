@@ -128,7 +128,8 @@ class ManagedModel:
         max_length: longest sequence fed to the model, in tokens; longer ones are truncated.
         truncation_side: ``"left"`` keeps the end of the text, ``"right"`` its start; :class:`RewardModel` adds
             ``"ends"`` (its default: keep both ends, see :mod:`rewardflow.models.truncation`).
-        padding_side: ``"left"``/``"right"``; default the tokenizer's own.
+        padding_side: ``"left"``/``"right"``; default the tokenizer's own (a classifier run whole, BERT-style,
+            always pads right: it reads the first position).
         token_budget: most padded tokens per micro-batch (bounds activation memory); default 8192 on an
             accelerator, 1024 on the CPU, where small cache-resident batches measured faster (bench P4).
         max_batch_size: most samples per micro-batch (``None``: the budget alone decides).
