@@ -199,3 +199,16 @@ def test_packing_off_on_request_and_on_accelerators_by_reason(zoo: dict[str, Pat
     assert rm.last_report is not None and rm.last_report.packing == "off: disabled (packing=False)"
     meta = RewardModel(str(zoo["seq_cls"]), score_index=1, device="meta")
     assert meta._packing_off(None, [0], None) == "packing is for the CPU; on meta padded micro-batches run"  # type: ignore[arg-type]
+
+
+def test_bf16_packs_with_a_16_bit_tolerance(zoo: dict[str, Path]) -> None:
+    """bf16 rounds every op to 3 digits, so packed and padded differ by ~1e-3; the probe allows 1e-2 there."""
+    prompts, completions = texts(random.Random(5), 10)
+    scores = {}
+    for packing in (True, False):
+        rm = RewardModel(str(zoo["seq_cls"]), score_index=1, dtype="bf16", share_prefix=False, packing=packing)
+        scores[packing] = rm(prompts, completions)
+        assert rm.last_report is not None
+        assert rm.last_report.packing == ("on" if packing else "off: disabled (packing=False)")
+    assert scores[True] == pytest.approx(scores[False], abs=2e-2)
+    assert scores[True] == pytest.approx(reference(zoo["seq_cls"], rm.encode(prompts, completions), index=1), abs=5e-2)
