@@ -37,9 +37,21 @@ def reference(path: Path, ids: list[list[int]], index: int = 0) -> list[float]:
         return [float(model(input_ids=torch.tensor([seq])).logits[0, index]) for seq in ids]
 
 
-def save(model: object, tokenizer_dir: Path, directory: Path) -> Path:
-    model.save_pretrained(directory)  # type: ignore[attr-defined]
-    transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(directory)
+def tiny_checkpoint(zoo: dict[str, Path], directory: Path, arch: str, seed: int, **extra: object) -> Path:
+    """A random, seeded 2-layer ``<arch>ForSequenceClassification`` with one output, next to the RM tokenizer."""
+    tok = transformers.AutoTokenizer.from_pretrained(str(zoo["rm_tokenizer"]))
+    config = getattr(transformers, f"{arch}Config")(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        pad_token_id=tok.pad_token_id,
+        num_labels=1,
+        **extra,
+    )
+    randomize(getattr(transformers, f"{arch}ForSequenceClassification")(config), seed).save_pretrained(directory)
+    tok.save_pretrained(directory)
     return directory
 
 
@@ -123,20 +135,7 @@ def test_minilm_on_gsm8k_packed_equals_padded_and_per_sample() -> None:
 
 def test_roberta_positions_fail_the_probe_and_stay_padded(zoo: dict[str, Path], tmp_path: Path) -> None:
     """RoBERTa numbers positions from its padding id, not from 0: packing would shift them, so the probe says no."""
-    tok = transformers.AutoTokenizer.from_pretrained(str(zoo["rm_tokenizer"]))
-    config = transformers.RobertaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=300,
-        pad_token_id=tok.pad_token_id,
-        num_labels=1,
-    )
-    path = save(
-        randomize(transformers.RobertaForSequenceClassification(config), 3), zoo["rm_tokenizer"], tmp_path / "r"
-    )
+    path = tiny_checkpoint(zoo, tmp_path / "r", "Roberta", 3, max_position_embeddings=300)
     rm = RewardModel(str(path), token_budget=128)
     prompts, completions = texts(random.Random(1), 12)
     scores = rm(prompts, completions)
@@ -147,22 +146,7 @@ def test_roberta_positions_fail_the_probe_and_stay_padded(zoo: dict[str, Path], 
 
 def test_sliding_window_refuses_packing_where_it_would_matter(zoo: dict[str, Path], tmp_path: Path) -> None:
     """Mistral with a 24-token window: short calls pack; a call with a longer sequence runs that batch padded."""
-    tok = transformers.AutoTokenizer.from_pretrained(str(zoo["rm_tokenizer"]))
-    config = transformers.MistralConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        sliding_window=24,
-        pad_token_id=tok.pad_token_id,
-        num_labels=1,
-    )
-    path = save(
-        randomize(transformers.MistralForSequenceClassification(config), 4), zoo["rm_tokenizer"], tmp_path / "m"
-    )
+    path = tiny_checkpoint(zoo, tmp_path / "m", "Mistral", 4, num_key_value_heads=2, sliding_window=24)
     rm = RewardModel(str(path), token_budget=96, share_prefix=False)
     rng = random.Random(2)
     short = ([" ".join(rng.choice(WORDS) for _ in range(2)) for _ in range(6)], ["four" for _ in range(6)])
