@@ -194,6 +194,7 @@ class ManagedModel:
         self._tokenizer: Any = None
         self._store: WeightStore | None = None
         self._accepts_position_ids = False
+        self._position_offset = 0  # the position id of a sequence's first token (RoBERTa-style models: pad id + 1)
         self._accepts_token_types = False
         self._pad_filler = 0
 
@@ -370,6 +371,7 @@ class ManagedModel:
         accepted = inspect.signature(model.forward).parameters
         self._accepts_position_ids = "position_ids" in accepted
         self._accepts_token_types = "token_type_ids" in accepted
+        self._position_offset = position_offset(model)
         self._model, self._tokenizer = model, tokenizer
         self._after_load()
         self.cpu_linear_used = choose_cpu_linear(model, self.device, self.cpu_linear)
@@ -511,12 +513,28 @@ class ManagedModel:
                     inputs["token_type_ids"] = types
                 if left and self._accepts_position_ids:
                     # absolute-position models must see each sequence start at position 0, padding or not
-                    inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+                    inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0) + self._position_offset
                 inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
                 rows = forward(inputs, read.to(self.device)).float().cpu()
                 for row, j in enumerate(batch):
                     out[indices[j]] = rows[row]
         return out
+
+
+def position_offset(model: Any) -> int:
+    """The position id a model gives a sequence's first token when it numbers positions itself.
+
+    0 for most models. RoBERTa-family embeddings reserve position ``padding_idx`` for padding and number real
+    tokens from ``padding_idx + 1``; their position embedding table says so with its ``padding_idx``. Position ids
+    that rewardflow passes (left padding, packed rows) must start there too, or every position is shifted by one
+    slot of the table and the scores change with nothing to show it.
+    """
+    import torch
+
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "position_embeddings" and isinstance(module, torch.nn.Embedding):
+            return 0 if module.padding_idx is None else int(module.padding_idx) + 1
+    return 0
 
 
 def _dedupe(encoded: Encoded) -> tuple[list[int], list[int], Encoded]:

@@ -13,7 +13,8 @@ How, with transformers' own interfaces rather than a copy of the model code:
   same arguments, so the padded path and prefix sharing compute exactly what ``sdpa`` computes. During a packed
   pass (a context variable holds the spans), the mask function returns ``None`` and the attention function runs
   :func:`torch.nn.functional.scaled_dot_product_attention` once per span, causal or not as the layer says;
-* position ids restart at 0 for every sequence;
+* position ids restart for every sequence where the model starts them (0, or the pad id + 1 for RoBERTa-style
+  position tables, :func:`rewardflow.models.base.position_offset`);
 * the score is read at each sequence's read position of the packed row (a base model plus linear head), or, for
   encoder classifiers run whole (BERT's pooler, RoBERTa's head: they read the first token), a forward hook
   replaces the encoder's output by one row per sequence, ``[sequences, 1, hidden]``, so the model's own pooler

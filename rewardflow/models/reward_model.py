@@ -619,7 +619,7 @@ class RewardModel(ManagedModel):
         torch = import_torch()
         seqs = [encoded.input_ids[i] for i in rows]
         flat, positions, starts = pack_rows(seqs)
-        inputs = {"input_ids": torch.tensor([flat]), "position_ids": torch.tensor([positions])}
+        inputs = {"input_ids": torch.tensor([flat]), "position_ids": torch.tensor([positions]) + self._position_offset}
         if encoded.token_type_ids is not None and self._accepts_token_types:
             inputs["token_type_ids"] = torch.tensor([pack_rows([encoded.token_type_ids[i] for i in rows])[0]])
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -670,7 +670,7 @@ class RewardModel(ManagedModel):
         if original not in ("sdpa", PACKED):
             return f"the model's attention implementation is {original!r} (packing stands in for 'sdpa')"
         if not self._accepts_position_ids:
-            return "the model takes no position ids (each packed sequence must restart at position 0)"
+            return "the model takes no position ids (each packed sequence must restart its positions)"
         if self._base is None:
             base = getattr(self._model, "base_model", None)
             encoder = getattr(base, "encoder", None) or getattr(base, "transformer", None)

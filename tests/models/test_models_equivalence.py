@@ -4,10 +4,10 @@ The reference is plain transformers, one unpadded sequence at a time, with the c
 pad id added to its config): what the model computes when nothing can go wrong with padding. rewardflow scores
 the same token ids (``RewardModel.encode``) in padded micro-batches (both padding sides), in packed rows (no
 padding, :mod:`rewardflow.models.packing`), and GRPO groups through the shared-prefix path. The checkpoints are
-random but seeded, generated per case: Llama, Mistral, Qwen2 (rotary positions), GPT-2 (absolute positions) and
-BERT (a bidirectional encoder), with tokenizers that have no pad token (the case where transformers' pad-id search
-reads one token early when the text ends with EOS). Half the paths run the linear layers through oneDNN, half
-through torch's default kernel.
+random but seeded, generated per case: Llama, Mistral, Qwen2 (rotary positions), GPT-2 (absolute positions),
+BERT and RoBERTa (bidirectional encoders; RoBERTa numbers positions from its pad id + 1), with tokenizers that
+have no pad token (the case where transformers' pad-id search reads one token early when the text ends with EOS).
+Half the paths run the linear layers through oneDNN, half through torch's default kernel.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch
 from rewardflow.models import RewardModel
 from tests.models.conftest import RM_TEMPLATE, build_tokenizer, randomize
 
-ARCHS = ["llama", "mistral", "qwen2", "gpt2", "bert"]
+ARCHS = ["llama", "mistral", "qwen2", "gpt2", "bert", "roberta"]
+ENCODERS = {"bert", "roberta"}
 HEADS = ["seq-cls", "token-cls", "value-head"]
 WORDS = "the quick brown fox jumps over lazy dog janet has sixteen eggs sells rest two dollars each".split()
 
@@ -49,15 +50,16 @@ def _config(arch: str, tokenizer: Any, rng: random.Random, pad_id: int | None) -
     }
     if arch == "gpt2":
         return transformers.GPT2Config(n_embd=hidden, n_layer=rng.choice([1, 2]), n_head=4, n_positions=256, **common)
-    if arch == "bert":  # a bidirectional encoder; its sequence classifier is run whole (pooled first token)
-        return transformers.BertConfig(
-            hidden_size=hidden,
-            intermediate_size=2 * hidden,
-            num_hidden_layers=rng.choice([1, 2]),
-            num_attention_heads=4,
-            max_position_embeddings=256,
-            **common,
-        )
+    if arch in ENCODERS:  # bidirectional encoders; their sequence classifiers are run whole (first token)
+        encoder = {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_attention_heads": 4}
+        encoder["num_hidden_layers"] = rng.choice([1, 2])
+        if arch == "bert":
+            return transformers.BertConfig(max_position_embeddings=256, **encoder, **common)
+        # RoBERTa numbers positions from its pad id + 1; its pad id is one the text never contains, as in the real
+        # checkpoints (there the pad token exists; these tokenizers have none, so it is an extra id)
+        vocab = len(tokenizer)
+        common.update(vocab_size=vocab + 1, pad_token_id=vocab)
+        return transformers.RobertaConfig(max_position_embeddings=vocab + 260, **encoder, **common)
     cls = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config"}[arch]
     return getattr(transformers, cls)(
         hidden_size=hidden,
@@ -190,11 +192,11 @@ def test_batched_equals_the_per_sample_loop(
         assert report.micro_batches > 1
         if packing:  # every architecture here passes the packing probe: no padding computed
             assert report.packing == "on", report.packing
-            if not share or arch == "bert":
+            if not share or arch in ENCODERS:
                 assert report.padded_tokens == report.real_tokens
         else:
             assert report.packing.startswith("off"), report.packing
-        if share and arch != "bert":
+        if share and arch not in ENCODERS:
             assert report.prefix_sharing == "on", report.prefix_sharing
             assert report.shared_groups == 2 and report.shared_tokens > 0
     if templated:

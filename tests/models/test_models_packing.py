@@ -2,8 +2,8 @@
 
 Every score is compared with plain transformers run on one unpadded sequence at a time. The architectures are
 real transformers classes (random, seeded weights) plus the real all-MiniLM-L6-v2 encoder on GSM8K solutions;
-the fallbacks are driven by real model features (RoBERTa's padding-offset positions, Mistral's sliding window,
-an ``eager`` attention implementation), not by mocks.
+the fallbacks are driven by real model features (Mistral's sliding window, DeBERTa-v2's own attention, an
+``eager`` attention implementation) except one, which shifts the token read to show that the probe compares scores.
 """
 
 from __future__ import annotations
@@ -133,14 +133,44 @@ def test_minilm_on_gsm8k_packed_equals_padded_and_per_sample() -> None:
     assert len({round(s, 5) for s in scores[True]}) > 20
 
 
-def test_roberta_positions_fail_the_probe_and_stay_padded(zoo: dict[str, Path], tmp_path: Path) -> None:
-    """RoBERTa numbers positions from its padding id, not from 0: packing would shift them, so the probe says no."""
-    path = tiny_checkpoint(zoo, tmp_path / "r", "Roberta", 3, max_position_embeddings=300)
-    rm = RewardModel(str(path), token_budget=128)
-    prompts, completions = texts(random.Random(1), 12)
+@pytest.mark.parametrize(
+    ("arch", "packs"),
+    [("DistilBert", True), ("Electra", True), ("XLMRoberta", True), ("Albert", True), ("DebertaV2", False)],
+)
+def test_encoder_families_match_the_model_packed_or_not(
+    zoo: dict[str, Path], tmp_path: Path, arch: str, packs: bool
+) -> None:
+    """Other encoders' sequence classifiers: XLM-R numbers positions from its pad id + 1, DistilBERT and ALBERT
+    have their own layouts, DeBERTa-v2 has its own (eager) attention and keeps padded batches."""
+    extra: dict[str, object] = {"embedding_size": 16} if arch == "Albert" else {}
+    if arch == "DistilBert":
+        extra = {"dim": 32, "hidden_dim": 64, "n_layers": 2, "n_heads": 4}
+    path = tiny_checkpoint(zoo, tmp_path / arch, arch, 5, **extra)
+    rm = RewardModel(str(path), token_budget=64)
+    prompts, completions = texts(random.Random(6), 10)
     scores = rm(prompts, completions)
     assert rm.last_report is not None
-    assert rm.last_report.packing.startswith("off: packed scores differ from padded ones"), rm.last_report.packing
+    if packs:
+        assert rm.last_report.packing == "on"
+    else:
+        assert rm.last_report.packing.startswith("off: the model's attention implementation is 'eager'")
+    assert scores == pytest.approx(reference(path, rm.encode(prompts, completions)), abs=1e-4)
+
+
+def test_a_head_reading_another_token_fails_the_probe(
+    zoo: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe compares scores, not structure: a packed pass that reads the wrong token is caught and dropped."""
+    from rewardflow.models import reward_model
+
+    real = reward_model._first_tokens
+    monkeypatch.setattr(reward_model, "_first_tokens", lambda starts: real(starts + 1))  # one token too late
+    path = tiny_checkpoint(zoo, tmp_path / "bert", "Bert", 7)
+    rm = RewardModel(str(path))
+    prompts, completions = texts(random.Random(7), 8)
+    scores = rm(prompts, completions)
+    assert rm.last_report is not None
+    assert rm.last_report.packing.startswith("off: packed scores differ from padded ones by"), rm.last_report.packing
     assert scores == pytest.approx(reference(path, rm.encode(prompts, completions)), abs=1e-4)
 
 
