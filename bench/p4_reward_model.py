@@ -25,11 +25,13 @@ kernels, ``F.linear`` and oneDNN with plain or prepacked weights), measured befo
 reported with its spread. Then the ceiling this CPU allows: the fraction of the peak reached if every linear layer
 ran at the peak and nothing but attention cost time, with attention at torch's fastest fp32 CPU kernel for each
 sequence length (fused SDPA or eager, each sequence alone and unmasked, as packed rows run it).
-Part 3: onload/offload cost per offload mode. Part ``levers``: what each setting does to MiniLM's time.
+Part 3: onload/offload cost per offload mode. Part ``levers``: what each setting does to MiniLM's time. Part
+``similarity``: the built-in similarity reward with packed rows vs padded micro-batches.
 
     cd bench && PYTHONPATH=.. python p4_reward_model.py [--part grpo|minilm|lifecycle|all] [--prompts 16]
         [--rounds 3] [--threads N] [--clock wall|cpu] [--minilm-n 256]
     cd bench && PYTHONPATH=.. python p4_reward_model.py --part levers [--compile] [--minilm-n 128]
+    cd bench && PYTHONPATH=.. python p4_reward_model.py --part similarity [--minilm-n 256]
 """
 
 from __future__ import annotations
@@ -575,6 +577,47 @@ def levers(n: int, rounds: int, compile_too: bool) -> None:
         print(f"torch.compile: first call (compile + score) took {compile_s:.1f} s wall")
 
 
+# ----------------------------------------------------------------------------- part "similarity": packed rows
+
+
+def similarity(n: int, rounds: int) -> None:
+    """The built-in ``similarity`` reward with packed rows (default) vs padded micro-batches, interleaved.
+
+    Two workloads from the same GSM8K rows: short texts (each completion's last line vs the gold number, the
+    answer-similarity use) and long ones (the whole solution vs the reference solution).
+    """
+    from _common import gold_of
+
+    from rewardflow.models.similarity import SimilarityReward
+
+    rows = gsm8k_rows(n)
+    workloads = {
+        "short: last line vs gold number": (
+            [r["completion"].strip().splitlines()[-1][:80] for r in rows],
+            [gold_of(r) for r in rows],
+        ),
+        "long: solution vs reference solution": ([r["completion"] for r in rows], [r["answer"] for r in rows]),
+    }
+    models = {"packed": SimilarityReward(), "padded": SimilarityReward(packing=False)}
+    out = [("texts", "packed s (best)", "padded s (best)", "packed / padded speed", "padding avoided", "max |diff|")]
+    for label, (completions, references) in workloads.items():
+        for model in models.values():
+            model.score_texts(completions[:8], references[:8])  # warm-up (and the packing probe)
+        times: dict[str, list[float]] = {k: [] for k in models}
+        scores: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            for key, model in models.items():
+                scores[key], t = measure(lambda m=model, c=completions, r=references: m.score_texts(c, r))
+                times[key].append(t)
+        waste = models["padded"].last_report.padding_waste  # type: ignore[union-attr]
+        diff = max(abs(a - b) for a, b in zip(scores["packed"], scores["padded"], strict=True))
+        packed, padded = min(times["packed"]), min(times["padded"])
+        out.append((label, f"{packed:.2f}", f"{padded:.2f}", f"{padded / packed:.2f}x", f"{waste:.1%}", f"{diff:.1e}"))
+        assert models["packed"].last_report.packing == "on"  # type: ignore[union-attr]
+    print(f"P4 similarity: {n} GSM8K rows, all-MiniLM-L6-v2 embeddings, best of {rounds} interleaved rounds")
+    print(table(out))
+
+
 # ----------------------------------------------------------------------------- part 3: offload lifecycle
 
 
@@ -621,7 +664,7 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["grpo", "minilm", "lifecycle", "levers", "all"], default="all")
+    parser.add_argument("--part", choices=["grpo", "minilm", "lifecycle", "levers", "similarity", "all"], default="all")
     parser.add_argument("--compile", action="store_true", help="levers: also time torch.compile (slow to build)")
     parser.add_argument("--prompts", type=int, default=16, help="GRPO prompts (x G=8); 64 is the full shape")
     parser.add_argument("--minilm-n", type=int, default=256, help="GSM8K completions for the MiniLM part")
@@ -646,6 +689,8 @@ def main() -> None:
         lifecycle()
     if args.part == "levers":
         levers(args.minilm_n, args.rounds, args.compile)
+    if args.part in ("similarity", "all"):
+        similarity(args.minilm_n, args.rounds)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,11 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from rewardflow.errors import ConfigError, ModelError
-from rewardflow.models.batching import MicroBatchPlan, plan_micro_batches
+from rewardflow.models.batching import MicroBatchPlan, pack_micro_batches, plan_micro_batches
 from rewardflow.models.kernels import CPU_LINEAR, choose_cpu_linear, drop_prepacked
 from rewardflow.models.loading import Checkpoint, import_torch, resolve_device, resolve_dtype, safetensors_errors
+from rewardflow.models.packing import NAME as PACKED
+from rewardflow.models.packing import PackingRefused, pack_rows, packed_pass, register
 from rewardflow.models.weights import OffloadMode, WeightStore, device_memory, trim_host_memory
 
 __all__ = ["Encoded", "ManagedModel", "ModelState", "ScoreReport"]
@@ -138,6 +140,9 @@ class ManagedModel:
             e.g. a classification head on a base encoder); off, because random weights give random rewards.
         cpu_linear: ``"auto"`` (default), ``"onednn"`` or ``"torch"``: which kernel runs fp32 linear layers on a
             CPU compute device (:mod:`rewardflow.models.kernels`; ``auto`` measures once per process).
+        packing: on the CPU, lay each micro-batch's sequences end to end with no padding and attend within each
+            (:mod:`rewardflow.models.packing`); used only after a probe finds the outputs unchanged, and only by
+            subclasses that read packed rows (``RewardModel``, ``SimilarityReward``).
     """
 
     #: Scores whole training batches only. Adapters whose framework calls the reward once per rollout (AReaL's
@@ -160,6 +165,7 @@ class ManagedModel:
         trust_remote_code: bool = False,
         allow_missing_weights: bool = False,
         cpu_linear: str = "auto",
+        packing: bool = True,
     ) -> None:
         if max_length < 1:
             raise ConfigError(f"max_length must be >= 1, got {max_length}")
@@ -185,6 +191,8 @@ class ManagedModel:
         self.allow_missing_weights = bool(allow_missing_weights)
         self.cpu_linear = cpu_linear
         self.cpu_linear_used = ""  # set at load: "onednn (why)" or "torch (why)"
+        self.packing = bool(packing)
+        self._packing_blocker: str | None = None  # why packed rows cannot run ("" = they can), probed once per load
         self.last_report: ScoreReport | None = None
         self.load_count = 0  # how many times weights were built from the checkpoint (1 in a healthy life)
         self._lock = threading.RLock()
@@ -372,6 +380,7 @@ class ManagedModel:
         self._accepts_position_ids = "position_ids" in accepted
         self._accepts_token_types = "token_type_ids" in accepted
         self._position_offset = position_offset(model)
+        self._packing_blocker = None
         self._model, self._tokenizer = model, tokenizer
         self._after_load()
         self.cpu_linear_used = choose_cpu_linear(model, self.device, self.cpu_linear)
@@ -477,7 +486,133 @@ class ManagedModel:
         """Whether padded micro-batches put the padding first (the tokenizer's side unless a subclass knows better)."""
         return self._tokenizer.padding_side == "left"
 
+    # ------------------------------------------------------------------ packed rows (rewardflow.models.packing)
+
     def _padded_batches(
+        self,
+        encoded: Encoded,
+        indices: list[int],
+        forward: Callable[[dict[str, Any], Any], Any],
+        stats: dict[str, Any],
+    ) -> list[Any]:
+        """Score ``encoded`` rows ``indices``: packed rows when this model passed the packing probe, else padded."""
+        reason = self._packing_off(encoded, indices, forward)
+        stats["packing"] = "on" if reason is None else f"off: {reason}"
+        if reason is not None:
+            return self._pad_and_run(encoded, indices, forward, stats)
+        torch = import_torch()
+        lengths = [len(encoded.input_ids[i]) for i in indices]
+        plan = pack_micro_batches(lengths, self.token_budget, self.max_batch_size)
+        out: list[Any] = [None] * len(encoded.input_ids)
+        done: list[tuple[int, ...]] = []
+        refused: list[int] = []
+        why = ""
+        with torch.inference_mode(), _as_model_error("forward pass"):
+            for batch in plan.batches:
+                rows = [indices[j] for j in batch]
+                try:
+                    scores = self._packed_forward(encoded, rows)
+                except PackingRefused as exc:
+                    refused.extend(rows)
+                    why = str(exc)
+                    continue
+                done.append(batch)
+                for k, i in enumerate(rows):
+                    out[i] = scores[k]
+        real = sum(lengths[j] for batch in done for j in batch)
+        stats["plan"] = _merge_plans(stats.get("plan"), MicroBatchPlan(tuple(done), real, real))
+        if refused:
+            stats["packing"] = (
+                f"partly: {len(plan.batches) - len(done)} of {len(plan.batches)} micro-batches padded ({why})"
+            )
+            padded = self._pad_and_run(encoded, refused, forward, stats)
+            for i in refused:
+                out[i] = padded[i]
+        return out
+
+    def _packed_forward(self, encoded: Encoded, rows: list[int]) -> Any:
+        """Outputs of ``rows`` computed as one packed row (``tensor[len(rows), ...]`` on the CPU)."""
+        torch = import_torch()
+        seqs = [encoded.input_ids[i] for i in rows]
+        flat, positions, starts = pack_rows(seqs)
+        inputs = {"input_ids": torch.tensor([flat]), "position_ids": torch.tensor([positions]) + self._position_offset}
+        if encoded.token_type_ids is not None and self._accepts_token_types:
+            inputs["token_type_ids"] = torch.tensor([pack_rows([encoded.token_type_ids[i] for i in rows])[0]])
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        with packed_pass([len(s) for s in seqs]) as spans:
+            out = self._read_packed(inputs, encoded, rows, starts)
+        if spans.calls == 0:
+            raise PackingRefused("no attention layer went through the packed attention function")
+        return out
+
+    def _read_packed(self, inputs: dict[str, Any], encoded: Encoded, rows: list[int], starts: list[int]) -> Any:
+        """Run the model on one packed row and read one output per sequence (a subclass's part of packing).
+
+        ``starts`` holds where each sequence begins in the row. ``None`` here means the subclass has no packed
+        reader, and its micro-batches stay padded.
+        """
+        return None
+
+    def _packing_structure(self) -> str | None:
+        """Why this model's structure rules packing out before any probe (a subclass hook), or ``None``."""
+        return None
+
+    def _packing_off(self, encoded: Encoded, indices: list[int], forward: Any) -> str | None:
+        """Why this call's micro-batches run padded, or ``None``; the model's probe runs once per load."""
+        if not self.packing:
+            return "disabled (packing=False)"
+        if type(self)._read_packed is ManagedModel._read_packed:
+            return f"{type(self).__name__} has no packed reader"
+        if self.device.type != "cpu":
+            return f"packing is for the CPU; on {self.device.type} padded micro-batches run"
+        if not indices or any(not encoded.input_ids[i] for i in indices):
+            return "an empty sequence is in the call"
+        if self._packing_blocker is None:
+            self._packing_blocker = self._probe_packing(encoded, indices, forward) or ""
+        return self._packing_blocker or None
+
+    def _probe_packing(self, encoded: Encoded, indices: list[int], forward: Any) -> str | None:
+        """Score a few of this call's sequences packed and padded; packing stays on only if they agree.
+
+        Agree means to 1e-4 (relative to outputs above 1) in fp32, to 1e-2 with 16-bit weights.
+        """
+        failed = register()
+        if failed is not None:
+            return failed
+        original = getattr(self._model.config, "_attn_implementation", None)
+        if original not in ("sdpa", PACKED):
+            return f"the model's attention implementation is {original!r} (packing stands in for 'sdpa')"
+        if not self._accepts_position_ids:
+            return "the model takes no position ids (each packed sequence must restart its positions)"
+        structure = self._packing_structure()
+        if structure is not None:
+            return structure
+        by_length = sorted(indices, key=lambda i: len(encoded.input_ids[i]))
+        short = [i for i in by_length if len(encoded.input_ids[i]) <= 256] or by_length[:1]
+        sample = sorted({short[0], short[len(short) // 3], short[2 * len(short) // 3], short[-1]})
+        torch = import_torch()
+        try:
+            self._model.set_attn_implementation(PACKED)
+            with torch.inference_mode():
+                packed = self._packed_forward(encoded, sample)
+            padded = self._pad_and_run(encoded, sample, forward, {})
+        except Exception as exc:  # any failure means: keep the padded path, and say why
+            self._model.set_attn_implementation(original)
+            return f"the packing probe failed ({type(exc).__name__}: {exc})"
+        diff = max(
+            float((packed[k].float() - padded[i].float()).abs().max()) / max(1.0, float(padded[i].float().abs().max()))
+            for k, i in enumerate(sample)
+        )
+        # fp32 agrees to rounding; 16-bit weights round each op to 3 digits, so two summation orders differ by
+        # ~1e-3 there. A packing error (attention across sequences, a position or token read wrong) moves outputs
+        # by their spread, far above either bound.
+        tolerance = 1e-4 if next(self._model.parameters()).dtype.itemsize >= 4 else 1e-2
+        if not diff <= tolerance:
+            self._model.set_attn_implementation(original)
+            return f"packed scores differ from padded ones by {diff:.1e} on the probe (attention or head spans rows)"
+        return None
+
+    def _pad_and_run(
         self,
         encoded: Encoded,
         indices: list[int],

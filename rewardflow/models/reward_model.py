@@ -52,11 +52,9 @@ from pathlib import Path
 from typing import Any
 
 from rewardflow.errors import ConfigError, InputError, ModelError
-from rewardflow.models.base import Encoded, ManagedModel, _as_model_error, _merge_plans
-from rewardflow.models.batching import MicroBatchPlan, pack_micro_batches
+from rewardflow.models.base import Encoded, ManagedModel, _as_model_error
+from rewardflow.models.batching import MicroBatchPlan
 from rewardflow.models.loading import import_torch, import_transformers, load_pretrained, load_tokenizer
-from rewardflow.models.packing import NAME as PACKED
-from rewardflow.models.packing import PackingRefused, pack_rows, packed_pass, register
 from rewardflow.models.prefix import MIN_SHARED, forward_group, plan_groups, sharing_blocker
 from rewardflow.models.templates import ChatTemplate
 from rewardflow.models.truncation import COMPLETION, FIXED, PROMPT, keep_ends
@@ -169,6 +167,7 @@ class RewardModel(ManagedModel):
             trust_remote_code=trust_remote_code,
             allow_missing_weights=allow_missing_weights,
             cpu_linear=cpu_linear,
+            packing=packing,
         )
         self.head = _HEADS[head]
         self.score_index = score_index
@@ -180,8 +179,6 @@ class RewardModel(ManagedModel):
         self.policy_tokenizer = policy_tokenizer
         self.eos = eos
         self.share_prefix = bool(share_prefix)
-        self.packing = bool(packing)
-        self._packing_blocker: str | None = None  # why packed rows cannot run ("" = they can), probed once
         self._encoder: Any = None  # whole-model encoder classifiers: the module whose output the head reads
         self._eos = eos  # resolved at load ("auto" -> "append" or "as-is")
         self._saved_pad_id: int | None = None  # the checkpoint's own config.pad_token_id, before any fallback
@@ -379,7 +376,6 @@ class RewardModel(ManagedModel):
             self._accepts_token_types = "token_type_ids" in accepted
             self._base_takes_cache = "use_cache" in accepted
         self._blocker = None
-        self._packing_blocker = None
         self._encoder = None
 
     def _encode_pairs(self, prompts: Sequence[str], completions: Sequence[str]) -> Encoded:
@@ -578,128 +574,33 @@ class RewardModel(ManagedModel):
 
     # ------------------------------------------------------------------ packed rows (rewardflow.models.packing)
 
-    def _padded_batches(self, encoded: Encoded, indices: list[int], forward: Any, stats: dict[str, Any]) -> list[Any]:
-        """Packed rows when this model passed the packing probe, else sorted padded micro-batches."""
-        reason = self._packing_off(encoded, indices, forward)
-        stats["packing"] = "on" if reason is None else f"off: {reason}"
-        if reason is not None:
-            return super()._padded_batches(encoded, indices, forward, stats)
-        torch = import_torch()
-        lengths = [len(encoded.input_ids[i]) for i in indices]
-        plan = pack_micro_batches(lengths, self.token_budget, self.max_batch_size)
-        out: list[Any] = [None] * len(encoded.input_ids)
-        done: list[tuple[int, ...]] = []
-        refused: list[int] = []
-        why = ""
-        with torch.inference_mode(), _as_model_error("forward pass"):
-            for batch in plan.batches:
-                rows = [indices[j] for j in batch]
-                try:
-                    scores = self._packed_forward(encoded, rows)
-                except PackingRefused as exc:
-                    refused.extend(rows)
-                    why = str(exc)
-                    continue
-                done.append(batch)
-                for k, i in enumerate(rows):
-                    out[i] = scores[k]
-        real = sum(lengths[j] for batch in done for j in batch)
-        stats["plan"] = _merge_plans(stats.get("plan"), MicroBatchPlan(tuple(done), real, real))
-        if refused:
-            stats["packing"] = (
-                f"partly: {len(plan.batches) - len(done)} of {len(plan.batches)} micro-batches padded ({why})"
-            )
-            padded = super()._padded_batches(encoded, refused, forward, stats)
-            for i in refused:
-                out[i] = padded[i]
-        return out
-
-    def _packed_forward(self, encoded: Encoded, rows: list[int]) -> Any:
-        """Scores of ``rows`` computed as one packed row: ``tensor[len(rows)]`` on the CPU."""
-        torch = import_torch()
-        seqs = [encoded.input_ids[i] for i in rows]
-        flat, positions, starts = pack_rows(seqs)
-        inputs = {"input_ids": torch.tensor([flat]), "position_ids": torch.tensor([positions]) + self._position_offset}
-        if encoded.token_type_ids is not None and self._accepts_token_types:
-            inputs["token_type_ids"] = torch.tensor([pack_rows([encoded.token_type_ids[i] for i in rows])[0]])
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        with packed_pass([len(s) for s in seqs]) as spans:
-            if self._base is not None:
-                at = encoded.read_at
-                read = torch.tensor(
-                    [
-                        start + (at[i] if at is not None else len(encoded.input_ids[i]) - 1)
-                        for start, i in zip(starts, rows, strict=True)
-                    ]
-                )
-                extra = {"use_cache": False} if self._base_takes_cache else {}
-                hidden = self._base(**inputs, **extra).last_hidden_state
-                logits = self._linear(hidden[0, read.to(self.device)])
-            else:
-                handle = self._encoder.register_forward_hook(_first_tokens(torch.tensor(starts, device=self.device)))
-                try:
-                    logits = self._model(**inputs).logits
-                finally:
-                    handle.remove()
-        if spans.calls == 0:
-            raise PackingRefused("no attention layer went through the packed attention function")
-        return self._finish(logits).float().cpu()
-
-    def _packing_off(self, encoded: Encoded, indices: list[int], forward: Any) -> str | None:
-        """Why this call's micro-batches run padded, or ``None``; the model's probe runs once per load."""
-        if not self.packing:
-            return "disabled (packing=False)"
-        if self.device.type != "cpu":
-            return f"packing is for the CPU; on {self.device.type} padded micro-batches run"
-        if not indices or any(not encoded.input_ids[i] for i in indices):
-            return "an empty sequence is in the call"
-        if self._packing_blocker is None:
-            self._packing_blocker = self._probe_packing(encoded, indices, forward) or ""
-        return self._packing_blocker or None
-
-    def _probe_packing(self, encoded: Encoded, indices: list[int], forward: Any) -> str | None:
-        """Score a few of this call's sequences packed and padded; packing stays on only if they agree.
-
-        Agree means to 1e-4 (relative to scores above 1) in fp32, to 1e-2 with 16-bit weights.
-        """
-        failed = register()
-        if failed is not None:
-            return failed
-        config = self._model.config
-        original = getattr(config, "_attn_implementation", None)
-        if original not in ("sdpa", PACKED):
-            return f"the model's attention implementation is {original!r} (packing stands in for 'sdpa')"
-        if not self._accepts_position_ids:
-            return "the model takes no position ids (each packed sequence must restart its positions)"
-        if self._base is None:
-            base = getattr(self._model, "base_model", None)
-            encoder = getattr(base, "encoder", None) or getattr(base, "transformer", None)
-            if self.head != "seq-cls" or encoder is None:
-                return "the head is read from the whole model's output and no encoder module was found"
-            self._encoder = encoder
-        by_length = sorted(indices, key=lambda i: len(encoded.input_ids[i]))
-        short = [i for i in by_length if len(encoded.input_ids[i]) <= 256] or by_length[:1]
-        sample = sorted({short[0], short[len(short) // 3], short[2 * len(short) // 3], short[-1]})
-        try:
-            self._model.set_attn_implementation(PACKED)
-            torch = import_torch()
-            with torch.inference_mode():
-                packed = self._packed_forward(encoded, sample)
-            padded = super()._padded_batches(encoded, sample, forward, {})
-        except Exception as exc:  # any failure means: keep the padded path, and say why
-            self._model.set_attn_implementation(original)
-            return f"the packing probe failed ({type(exc).__name__}: {exc})"
-        diff = max(
-            abs(float(packed[k]) - float(padded[i])) / max(1.0, abs(float(padded[i]))) for k, i in enumerate(sample)
-        )
-        # fp32 agrees to rounding; 16-bit weights round each op to 3 digits, so two summation orders differ by
-        # ~1e-3 there. A packing error (attention across sequences, a position or token read wrong) moves scores
-        # by the score spread, far above either bound.
-        tolerance = 1e-4 if next(self._model.parameters()).dtype.itemsize >= 4 else 1e-2
-        if not diff <= tolerance:
-            self._model.set_attn_implementation(original)
-            return f"packed scores differ from padded ones by {diff:.1e} on the probe (attention or head spans rows)"
+    def _packing_structure(self) -> str | None:
+        """A classifier run whole needs the encoder module whose output its head reads (the first token)."""
+        if self._base is not None:
+            return None
+        base = getattr(self._model, "base_model", None)
+        encoder = getattr(base, "encoder", None) or getattr(base, "transformer", None)
+        if self.head != "seq-cls" or encoder is None:
+            return "the head is read from the whole model's output and no encoder module was found"
+        self._encoder = encoder
         return None
+
+    def _read_packed(self, inputs: dict[str, Any], encoded: Encoded, rows: list[int], starts: list[int]) -> Any:
+        """Scores of one packed row: the head at each read position, or the whole classifier on first tokens."""
+        torch = import_torch()
+        if self._base is not None:
+            at = encoded.read_at or [len(seq) - 1 for seq in encoded.input_ids]
+            read = torch.tensor([start + at[i] for start, i in zip(starts, rows, strict=True)])
+            extra = {"use_cache": False} if self._base_takes_cache else {}
+            hidden = self._base(**inputs, **extra).last_hidden_state
+            logits = self._linear(hidden[0, read.to(self.device)])
+        else:
+            handle = self._encoder.register_forward_hook(_first_tokens(torch.tensor(starts, device=self.device)))
+            try:
+                logits = self._model(**inputs).logits
+            finally:
+                handle.remove()
+        return self._finish(logits).float().cpu()
 
     def _sharing_off(self, encoded: Encoded, *, probe: bool) -> str | None:
         """Why prefix sharing cannot run on this call, or ``None`` (``probe``: also measure the model once)."""

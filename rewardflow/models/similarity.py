@@ -54,7 +54,7 @@ class SimilarityReward(ManagedModel):
         pooling: ``"mean"`` (masked mean of token states, as all-MiniLM-L6-v2 was trained) or ``"cls"``.
         max_length: token limit per text; default the encoder's ``sentence_bert_config.json`` value, else 512.
         timeout: default engine timeout for one batch call, in seconds.
-        **options: device, dtype, offload, token_budget, max_batch_size, trust_remote_code, cpu_linear (see
+        **options: device, dtype, offload, token_budget, max_batch_size, trust_remote_code, cpu_linear, packing (see
             :class:`~rewardflow.models.base.ManagedModel`). Texts are truncated on the right.
     """
 
@@ -75,6 +75,7 @@ class SimilarityReward(ManagedModel):
         max_batch_size: int | None = None,
         trust_remote_code: bool = False,
         cpu_linear: str = "auto",
+        packing: bool = True,
     ) -> None:
         if pooling not in _POOLINGS:
             raise ConfigError(f"bad pooling {pooling!r}; use 'mean' or 'cls'")
@@ -92,6 +93,7 @@ class SimilarityReward(ManagedModel):
             max_batch_size=max_batch_size,
             trust_remote_code=trust_remote_code,
             cpu_linear=cpu_linear,
+            packing=packing,
         )
         self.reference = reference
         self.pooling = pooling
@@ -145,6 +147,20 @@ class SimilarityReward(ManagedModel):
             mask = inputs["attention_mask"].unsqueeze(-1).to(states.dtype)
             pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def _read_packed(self, inputs: dict[str, Any], encoded: Any, rows: list[int], starts: list[int]) -> Any:
+        """Embeddings of one packed row: each sequence's span pooled on its own (mean or first token)."""
+        torch = import_torch()
+        states = self._model(**inputs).last_hidden_state.float()[0]
+        first = torch.tensor(starts, device=states.device)
+        if self.pooling == "cls":
+            pooled = states[first]
+        else:
+            lengths = torch.tensor([len(encoded.input_ids[i]) for i in rows], device=states.device)
+            segment = torch.repeat_interleave(torch.arange(len(rows), device=states.device), lengths)
+            sums = states.new_zeros(len(rows), states.shape[-1]).index_add_(0, segment, states)
+            pooled = sums / lengths.unsqueeze(-1).to(states.dtype)
+        return torch.nn.functional.normalize(pooled, dim=-1).cpu()
 
 
 def _encoder_max_length(directory: Path) -> int:

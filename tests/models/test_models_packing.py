@@ -226,3 +226,21 @@ def test_bf16_packs_with_a_16_bit_tolerance(zoo: dict[str, Path]) -> None:
         assert rm.last_report.packing == ("on" if packing else "off: disabled (packing=False)")
     assert scores[True] == pytest.approx(scores[False], abs=2e-2)
     assert scores[True] == pytest.approx(reference(zoo["seq_cls"], rm.encode(prompts, completions), index=1), abs=5e-2)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_similarity_packs_its_embeddings(pooling: str) -> None:
+    """SimilarityReward pools each packed sequence's own span: the same cosines as padded batches."""
+    from rewardflow.models.similarity import SimilarityReward
+
+    rows = list(gsm8k_examples(40))
+    completions = [r["completion"].strip().splitlines()[-1] for r in rows[:20]] + [r["completion"] for r in rows[20:]]
+    references = [r["answer"].split("####")[-1].strip() for r in rows[:20]] + [r["answer"] for r in rows[20:]]
+    scores, reports = {}, {}
+    for packing in (True, False):
+        model = SimilarityReward(pooling=pooling, packing=packing, token_budget=512)
+        scores[packing], reports[packing] = model.score_texts(completions, references), model.last_report
+    assert reports[True].packing == "on" and reports[True].padded_tokens == reports[True].real_tokens
+    assert reports[False].padding_waste > 0.05  # short and long texts mixed: padding the packed rows avoid
+    assert scores[True] == pytest.approx(scores[False], abs=1e-5)
+    assert len({round(s, 4) for s in scores[True]}) > 20
