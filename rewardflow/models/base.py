@@ -580,6 +580,8 @@ class ManagedModel:
         if failed is not None:
             return failed
         original = getattr(self._model.config, "_attn_implementation", None)
+        if not callable(getattr(self._model, "set_attn_implementation", None)):
+            return "this transformers cannot switch a loaded model's attention implementation"
         if original not in ("sdpa", PACKED):
             return f"the model's attention implementation is {original!r} (packing stands in for 'sdpa')"
         if not self._accepts_position_ids:

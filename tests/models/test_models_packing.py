@@ -244,3 +244,14 @@ def test_similarity_packs_its_embeddings(pooling: str) -> None:
     assert reports[False].padding_waste > 0.05  # short and long texts mixed: padding the packed rows avoid
     assert scores[True] == pytest.approx(scores[False], abs=1e-5)
     assert len({round(s, 4) for s in scores[True]}) > 20
+
+
+def test_a_transformers_that_cannot_switch_attention_keeps_padding(zoo: dict[str, Path]) -> None:
+    rm = RewardModel(str(zoo["seq_cls"]), score_index=1, share_prefix=False)
+    rm.load()
+    rm._model.set_attn_implementation = None  # as in a transformers without the method
+    prompts, completions = texts(random.Random(8), 5)
+    scores = rm(prompts, completions)
+    assert rm.last_report is not None
+    assert rm.last_report.packing == "off: this transformers cannot switch a loaded model's attention implementation"
+    assert scores == pytest.approx(reference(zoo["seq_cls"], rm.encode(prompts, completions), index=1), abs=1e-4)
