@@ -197,7 +197,10 @@ def test_one_limit_for_every_caller(cluster: object) -> None:
     finally:
         pool.close()
     assert len(results) == 180 and all(r.ok for r in results)
-    assert pool.stats.spawned == 2  # nobody got actors of their own
+    # nobody got actors of their own: two actors came up for the three callers. Counted by the actors that became
+    # ready, not by spawns: on a loaded machine Ray may lose an actor while it starts (a raylet missing heartbeats),
+    # and the pool rightly spawns a replacement (seen once in CI: spawned 3, ready 2, all 180 results ok)
+    assert len(pool.stats.start_s) == 2, pool.stats
 
 
 def test_bad_configuration_is_a_clear_error() -> None:
