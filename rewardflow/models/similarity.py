@@ -148,6 +148,11 @@ class SimilarityReward(ManagedModel):
             pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return torch.nn.functional.normalize(pooled, dim=-1)
 
+    def _pads_left(self) -> bool:
+        """Always pad on the right: ``cls`` pooling reads each row's first position, which left padding fills with
+        a pad token for every row but the longest (mean pooling is masked, so either side gives the same)."""
+        return False
+
     def _read_packed(self, inputs: dict[str, Any], encoded: Any, rows: list[int], starts: list[int]) -> Any:
         """Embeddings of one packed row: each sequence's span pooled on its own (mean or first token)."""
         torch = import_torch()
