@@ -116,6 +116,7 @@ class RayModel:
         self.__rewardflow__ = RewardOptions(name=name, kind=Kind.BATCH, timeout=outer)
         self._lock = threading.Lock()
         self._actor: Any = None
+        self._up: Any = None  # the actor that has answered once: its model is built, no need to ask again
         self.started = 0  # actors created so far (a replacement after a timeout or a death adds one)
 
     def _get_actor(self) -> Any:
@@ -135,13 +136,15 @@ class RayModel:
     async def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[Score]:
         actor = self._get_actor()
         try:
-            try:  # methods queue behind the actor's __init__, so this returns once the model is built
-                await asyncio.wait_for(actor.node.remote(), self.start_timeout)
-            except asyncio.TimeoutError:
-                self._drop(actor)
-                raise ModelError(
-                    f"the model's Ray actor did not start within {self.start_timeout:g}s (start_timeout)"
-                ) from None
+            if actor is not self._up:
+                try:  # methods queue behind the actor's __init__, so this returns once the model is built
+                    await asyncio.wait_for(actor.node.remote(), self.start_timeout)
+                except asyncio.TimeoutError:
+                    self._drop(actor)
+                    raise ModelError(
+                        f"the model's Ray actor did not start within {self.start_timeout:g}s (start_timeout)"
+                    ) from None
+                self._up = actor
             try:
                 call = actor.score.remote(list(prompts), list(completions))
                 values, node = await asyncio.wait_for(call, self.timeout)
@@ -171,6 +174,8 @@ class RayModel:
         with self._lock:
             if self._actor is actor:
                 self._actor = None
+            if self._up is actor:
+                self._up = None
         try:
             self._ray.kill(actor, no_restart=True)
         except Exception:  # already gone
