@@ -148,6 +148,32 @@ def build_value_head_checkpoint(directory: Path, tokenizer: object, *, style: st
     return directory
 
 
+def per_sample_reference(path: Path, head: str, ids: list[list[int]], index: int) -> list[float]:
+    """Plain transformers, one unpadded sequence at a time, the checkpoint's config untouched."""
+    import transformers
+    from safetensors import safe_open
+
+    out = []
+    if head == "value-head":
+        base = transformers.AutoModel.from_pretrained(str(path)).eval()
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            weight = f.get_tensor("value_head.weight")[0]
+        with torch.no_grad():
+            for seq in ids:
+                out.append(float(base(input_ids=torch.tensor([seq])).last_hidden_state[0, -1] @ weight))
+        return out
+    auto = {
+        "seq-cls": transformers.AutoModelForSequenceClassification,
+        "token-cls": transformers.AutoModelForTokenClassification,
+    }
+    model = auto[head].from_pretrained(str(path)).eval()
+    with torch.no_grad():
+        for seq in ids:
+            logits = model(input_ids=torch.tensor([seq])).logits
+            out.append(float(logits[0, -1, index] if head == "token-cls" else logits[0, index]))
+    return out
+
+
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every generated checkpoint, by role."""

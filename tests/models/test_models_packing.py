@@ -19,7 +19,7 @@ from rewardflow.data import gsm8k_examples
 from rewardflow.models import RewardModel
 from rewardflow.models.batching import pack_micro_batches, plan_micro_batches
 from rewardflow.models.packing import NAME, pack_rows, packed_pass, register
-from tests.models.conftest import randomize
+from tests.models.conftest import per_sample_reference, randomize
 
 WORDS = "the quick brown fox jumps over lazy dog janet has sixteen eggs sells rest two dollars each".split()
 
@@ -28,13 +28,6 @@ def texts(rng: random.Random, n: int, longest: int = 30) -> tuple[list[str], lis
     prompts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))) for _ in range(n)]
     completions = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, longest))) for _ in range(n)]
     return prompts, completions
-
-
-def reference(path: Path, ids: list[list[int]], index: int = 0) -> list[float]:
-    """Plain transformers, one unpadded sequence at a time."""
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
-    with torch.no_grad():
-        return [float(model(input_ids=torch.tensor([seq])).logits[0, index]) for seq in ids]
 
 
 def tiny_checkpoint(zoo: dict[str, Path], directory: Path, arch: str, seed: int, **extra: object) -> Path:
@@ -154,7 +147,7 @@ def test_encoder_families_match_the_model_packed_or_not(
         assert rm.last_report.packing == "on"
     else:
         assert rm.last_report.packing.startswith("off: the model's attention implementation is 'eager'")
-    assert scores == pytest.approx(reference(path, rm.encode(prompts, completions)), abs=1e-4)
+    assert scores == pytest.approx(per_sample_reference(path, "seq-cls", rm.encode(prompts, completions), 0), abs=1e-4)
 
 
 def test_a_head_reading_another_token_fails_the_probe(
@@ -171,7 +164,7 @@ def test_a_head_reading_another_token_fails_the_probe(
     scores = rm(prompts, completions)
     assert rm.last_report is not None
     assert rm.last_report.packing.startswith("off: packed scores differ from padded ones by"), rm.last_report.packing
-    assert scores == pytest.approx(reference(path, rm.encode(prompts, completions)), abs=1e-4)
+    assert scores == pytest.approx(per_sample_reference(path, "seq-cls", rm.encode(prompts, completions), 0), abs=1e-4)
 
 
 def test_sliding_window_refuses_packing_where_it_would_matter(zoo: dict[str, Path], tmp_path: Path) -> None:
@@ -183,14 +176,14 @@ def test_sliding_window_refuses_packing_where_it_would_matter(zoo: dict[str, Pat
     scores = rm(*short)
     assert rm.last_report is not None and rm.last_report.packing == "on"
     assert max(len(s) for s in rm.encode(*short)) <= 24
-    assert scores == pytest.approx(reference(path, rm.encode(*short)), abs=1e-4)
+    assert scores == pytest.approx(per_sample_reference(path, "seq-cls", rm.encode(*short), 0), abs=1e-4)
     prompts, completions = texts(rng, 10, longest=40)
     prompts[0] = " ".join(WORDS)  # some sequence longer than the window
     scores = rm(prompts, completions)
     report = rm.last_report
     assert report is not None and report.packing.startswith("partly:"), report.packing
     assert "sliding window of 24 tokens" in report.packing
-    assert scores == pytest.approx(reference(path, rm.encode(prompts, completions)), abs=1e-4)
+    assert scores == pytest.approx(per_sample_reference(path, "seq-cls", rm.encode(prompts, completions), 0), abs=1e-4)
 
 
 def test_eager_attention_is_left_alone(zoo: dict[str, Path]) -> None:
@@ -203,7 +196,9 @@ def test_eager_attention_is_left_alone(zoo: dict[str, Path]) -> None:
     assert (
         rm.last_report.packing == "off: the model's attention implementation is 'eager' (packing stands in for 'sdpa')"
     )
-    assert scores == pytest.approx(reference(zoo["seq_cls"], rm.encode(prompts, completions), index=1), abs=1e-4)
+    assert scores == pytest.approx(
+        per_sample_reference(zoo["seq_cls"], "seq-cls", rm.encode(prompts, completions), 1), abs=1e-4
+    )
 
 
 def test_packing_off_on_request_and_on_accelerators_by_reason(zoo: dict[str, Path]) -> None:
@@ -225,7 +220,9 @@ def test_bf16_packs_with_a_16_bit_tolerance(zoo: dict[str, Path]) -> None:
         assert rm.last_report is not None
         assert rm.last_report.packing == ("on" if packing else "off: disabled (packing=False)")
     assert scores[True] == pytest.approx(scores[False], abs=2e-2)
-    assert scores[True] == pytest.approx(reference(zoo["seq_cls"], rm.encode(prompts, completions), index=1), abs=5e-2)
+    assert scores[True] == pytest.approx(
+        per_sample_reference(zoo["seq_cls"], "seq-cls", rm.encode(prompts, completions), 1), abs=5e-2
+    )
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
@@ -254,4 +251,6 @@ def test_a_transformers_that_cannot_switch_attention_keeps_padding(zoo: dict[str
     scores = rm(prompts, completions)
     assert rm.last_report is not None
     assert rm.last_report.packing == "off: this transformers cannot switch a loaded model's attention implementation"
-    assert scores == pytest.approx(reference(zoo["seq_cls"], rm.encode(prompts, completions), index=1), abs=1e-4)
+    assert scores == pytest.approx(
+        per_sample_reference(zoo["seq_cls"], "seq-cls", rm.encode(prompts, completions), 1), abs=1e-4
+    )
