@@ -174,6 +174,26 @@ def per_sample_reference(path: Path, head: str, ids: list[list[int]], index: int
     return out
 
 
+def tiny_checkpoint(
+    zoo: dict[str, Path], directory: Path, arch: str, seed: int, *, cls: str = "ForSequenceClassification", **extra
+) -> Path:
+    """A random, seeded 2-layer ``<arch><cls>`` (one output for classifiers), next to the RM tokenizer."""
+    tok = transformers.AutoTokenizer.from_pretrained(str(zoo["rm_tokenizer"]))
+    config = getattr(transformers, f"{arch}Config")(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        pad_token_id=tok.pad_token_id,
+        num_labels=1,
+        **extra,
+    )
+    randomize(getattr(transformers, f"{arch}{cls}")(config), seed).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every generated checkpoint, by role."""

@@ -19,7 +19,7 @@ from rewardflow.data import gsm8k_examples
 from rewardflow.models import RewardModel
 from rewardflow.models.batching import pack_micro_batches, plan_micro_batches
 from rewardflow.models.packing import NAME, pack_rows, packed_pass, register
-from tests.models.conftest import per_sample_reference, randomize
+from tests.models.conftest import per_sample_reference, tiny_checkpoint
 
 WORDS = "the quick brown fox jumps over lazy dog janet has sixteen eggs sells rest two dollars each".split()
 
@@ -28,24 +28,6 @@ def texts(rng: random.Random, n: int, longest: int = 30) -> tuple[list[str], lis
     prompts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))) for _ in range(n)]
     completions = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, longest))) for _ in range(n)]
     return prompts, completions
-
-
-def tiny_checkpoint(zoo: dict[str, Path], directory: Path, arch: str, seed: int, **extra: object) -> Path:
-    """A random, seeded 2-layer ``<arch>ForSequenceClassification`` with one output, next to the RM tokenizer."""
-    tok = transformers.AutoTokenizer.from_pretrained(str(zoo["rm_tokenizer"]))
-    config = getattr(transformers, f"{arch}Config")(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        pad_token_id=tok.pad_token_id,
-        num_labels=1,
-        **extra,
-    )
-    randomize(getattr(transformers, f"{arch}ForSequenceClassification")(config), seed).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
 
 
 def test_pack_micro_batches_counts_real_tokens_only() -> None:

@@ -78,25 +78,13 @@ def test_as_a_spec_reward_reading_the_answer_column() -> None:
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_a_left_padding_tokenizer_does_not_move_the_pooled_token(tmp_path, pooling: str) -> None:
+def test_a_left_padding_tokenizer_does_not_move_the_pooled_token(zoo, tmp_path, pooling: str) -> None:
     """cls pooling reads the first position: padded batches must not put a pad token there (random tiny BERT)."""
-    import transformers
+    from tests.models.conftest import tiny_checkpoint
 
-    from tests.models.conftest import build_tokenizer, randomize
-
-    tok = build_tokenizer(tmp_path / "tok", vocab_size=300, specials=[], template=None)
-    config = transformers.BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        pad_token_id=tok.pad_token_id,
-    )
-    randomize(transformers.BertModel(config), 0).save_pretrained(tmp_path / "m")
-    tok.save_pretrained(tmp_path / "m")
+    path = tiny_checkpoint(zoo, tmp_path / "m", "Bert", 0, cls="Model")
     texts = ["four", "the answer is 18 dollars per day", "she sells nine eggs at two dollars each, so 18"]
-    model = SimilarityReward(str(tmp_path / "m"), pooling=pooling, packing=False)
+    model = SimilarityReward(str(path), pooling=pooling, packing=False)
     model.load()
     model.tokenizer.padding_side = "left"  # as a tokenizer that pads left by default (decoder-based encoders)
     batched = model.embed(texts)
