@@ -51,7 +51,6 @@ from rewardflow import Sample
 from rewardflow.models import RewardModel
 from rewardflow.models.similarity import default_encoder_path
 
-MINILM = str(default_encoder_path())
 G = 8
 PROMPT_TOKENS = 300
 COMPLETION_TOKENS = 200
@@ -289,6 +288,12 @@ _seed_model: Any = None
 _seed_tokenizer: Any = None
 
 
+def minilm_path() -> str:
+    """all-MiniLM-L6-v2 from its weights package, looked up only by the parts that score it (the GRPO part and
+    gpu_check.py need no MiniLM)."""
+    return str(default_encoder_path())
+
+
 def seed_reward(prompt: str, completions: str, prompt_ids: Any = None, completion_ids: Any = None, **kw: Any) -> float:
     """The seed proposal's reward: a lazily loaded global model, one forward pass per completion."""
     global _seed_model, _seed_tokenizer
@@ -296,9 +301,10 @@ def seed_reward(prompt: str, completions: str, prompt_ids: Any = None, completio
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if _seed_model is None:
-        _seed_tokenizer = AutoTokenizer.from_pretrained(MINILM)
+        _seed_tokenizer = AutoTokenizer.from_pretrained(minilm_path())
         torch.manual_seed(0)  # the same random head as RewardModel's below
-        _seed_model = AutoModelForSequenceClassification.from_pretrained(MINILM, num_labels=1)  # .cuda() in the seed
+        # .cuda() in the seed
+        _seed_model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=1)
         _seed_model.eval()
     inputs = _seed_tokenizer(prompt, completions, return_tensors="pt", truncation=True, max_length=512)
     with torch.no_grad():
@@ -309,7 +315,7 @@ def load_rm(**kwargs: Any) -> tuple[RewardModel, float]:
     import torch
 
     torch.manual_seed(0)
-    rm = RewardModel(MINILM, num_labels=1, max_length=512, allow_missing_weights=True, **kwargs)
+    rm = RewardModel(minilm_path(), num_labels=1, max_length=512, allow_missing_weights=True, **kwargs)
     _, seconds = timed(rm.load)
     return rm, seconds
 

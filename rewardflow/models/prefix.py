@@ -5,12 +5,17 @@ with the same prompt, the prompt's keys and values are the same in every sample;
 the G completions against them (batched) does the same arithmetic on ``P + G*C`` tokens instead of
 ``G*(P + C)``: 2.1x less for 300-token prompts, 200-token completions and G=8.
 
-How, with transformers' own interfaces: the shared prefix runs once through the base model with
-``use_cache=True``, which returns its ``Cache`` (a ``DynamicCache``); for each micro-batch of the group's
-completions a copy of it is expanded with the cache's own ``batch_repeat_interleave`` and passed back (as
+How, with transformers' own interfaces: the shared prefixes run once through the base model with
+``use_cache=True``, which returns its ``Cache`` (a ``DynamicCache``); for each micro-batch of completions the
+rows of the prefixes they continue are picked with the cache's own ``batch_select_indices`` and passed back (as
 ``cache``, transformers 5's name, or ``past_key_values`` before it), with the attention mask covering prefix +
 completion and the completions' absolute positions (``position_ids``: absolute-position models such as GPT-2
-need them). The completions are right-padded; in a causal model padding after a token cannot change it.
+need them). Prefixes are left-padded and completions right-padded; in a causal model padding after a token cannot
+change it, and masked padding before it is skipped.
+
+How many groups share a pass depends on the device (:func:`bundle_groups`): one on the CPU, where a pass costs its
+arithmetic and an unpadded prefix pass is cheapest; as many as the token budget holds on an accelerator, where a
+pass per group costs more in kernel launches than it saves in arithmetic.
 
 When it applies: the model must take a KV cache and must be causal. Causality is *measured* once per
 model (:func:`sharing_blocker`): a 4-token probe's first 3 positions must equal a 3-token run (a bidirectional
@@ -18,8 +23,7 @@ encoder changes them), and prefix + cache must reproduce the full pass. Otherwis
 padded path and the reason is reported in ``ScoreReport.prefix_sharing``. Samples whose shared prefix is shorter
 than :data:`MIN_SHARED` tokens, or that have no group, go the padded path too.
 
-Not covered: sharing across groups of different prompts in one forward pass (each group is its own pass), and
-models with token type ids.
+Not covered: models with token type ids.
 """
 
 from __future__ import annotations
@@ -30,7 +34,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MIN_SHARED", "SharedGroup", "cache_kwarg", "forward_group", "plan_groups", "sharing_blocker"]
+__all__ = [
+    "MIN_SHARED",
+    "SharedGroup",
+    "bundle_groups",
+    "cache_kwarg",
+    "forward_groups",
+    "plan_groups",
+    "sharing_blocker",
+]
 
 #: Below this many shared tokens the extra pass costs more than it saves.
 MIN_SHARED = 16
@@ -117,50 +129,111 @@ def sharing_blocker(base: Any, device: Any, vocab_size: int) -> str | None:
     return None
 
 
-def forward_group(
+def bundle_groups(groups: Sequence[SharedGroup], budget: int, *, together: bool) -> list[list[SharedGroup]]:
+    """Groups that run their prefixes in one pass (and their completions in shared passes).
+
+    ``together=False``: one group per pass, its prefix unpadded (the CPU's choice: there a pass costs its
+    arithmetic, and a padded prefix pass adds padding and the slower masked attention kernel). ``together=True``:
+    groups sorted by prefix length fill a pass while ``groups x longest prefix`` stays within ``budget`` tokens
+    (the accelerator's choice: there a small pass costs its kernel launches, and one pass per group ran at 2.3x
+    the per-sample loop where padded batches without sharing ran at 5.6x; ``bench/gpu_check.py``).
+    """
+    if not together:
+        return [[g] for g in groups]
+    bundles: list[list[SharedGroup]] = []
+    for group in sorted(groups, key=lambda g: g.prefix):
+        if bundles and (len(bundles[-1]) + 1) * group.prefix <= budget:
+            bundles[-1].append(group)
+        else:
+            bundles.append([group])
+    return bundles
+
+
+def _sharing_copy(cache: Any) -> Any:
+    """A copy of ``cache`` whose layers are new objects but whose key/value tensors are the originals.
+
+    Safe because every use selects rows first (``batch_select_indices`` indexes, so it makes new tensors) and a
+    forward pass then appends to those; the prefix's own tensors are never written. Copying them too would cost a
+    full copy of the prefix cache per pass.
+    """
+    import torch
+
+    memo: dict[int, Any] = {}
+    for layer in getattr(cache, "layers", ()):
+        for value in vars(layer).values():
+            if isinstance(value, torch.Tensor):
+                memo[id(value)] = value
+    return copy.deepcopy(cache, memo)
+
+
+def forward_groups(
     base: Any,
-    prefix: Sequence[int],
+    prefixes: Sequence[Sequence[int]],
     suffixes: Sequence[Sequence[int]],
+    owner: Sequence[int],
     read: Sequence[int],
     *,
     pad_id: int,
     device: Any,
     chunk: int,
-) -> tuple[Any, int]:
-    """Hidden states (``[len(suffixes), hidden]``) at each suffix's ``read`` index, the prefix run once.
+) -> tuple[Any, int, int]:
+    """Hidden states (``[len(suffixes), hidden]``) at each suffix's ``read`` index; each prefix runs once.
 
-    ``chunk`` is the most suffixes per forward pass (the token budget's share). Returns the states and the number
-    of forward passes run (prefix included).
+    ``prefixes`` run in one pass, left-padded so that every prefix ends where its suffixes begin (the cache then
+    keeps true distances between tokens, as in batched generation). Suffix ``i`` belongs to prefix ``owner[i]``;
+    the suffixes run in passes of at most ``chunk`` rows, longest first, each against the rows of the prefix cache
+    it needs (``batch_select_indices``), with the attention mask covering that prefix + the suffix and positions
+    continuing the prefix's. Returns the states, the number of passes (prefix pass included) and the tokens those
+    passes computed, padding included.
     """
     import torch
 
-    p = len(prefix)
     name = cache_kwarg(base)
-    prefix_ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
-    cache = _cache_of(base(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), use_cache=True))
-    states: list[Any] = []
+    lengths = [len(p) for p in prefixes]
+    width = max(lengths)
+    prefix_ids = torch.full((len(prefixes), width), pad_id, dtype=torch.long)
+    prefix_mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+    for row, seq in enumerate(prefixes):
+        prefix_ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
+        prefix_mask[row, width - len(seq) :] = 1
+    positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
+    output = base(
+        input_ids=prefix_ids.to(device),
+        attention_mask=prefix_mask.to(device),
+        position_ids=positions.to(device),
+        use_cache=True,
+    )
+    cache = _cache_of(output)
+    computed = prefix_ids.numel()
     passes = 1
-    for start in range(0, len(suffixes), chunk):
-        part = suffixes[start : start + chunk]
-        width = max(len(s) for s in part)
-        ids = torch.full((len(part), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(part), p + width), dtype=torch.long)
-        mask[:, :p] = 1
-        for row, seq in enumerate(part):
-            ids[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
-            mask[row, p : p + len(seq)] = 1
-        positions = torch.arange(p, p + width, dtype=torch.long).expand(len(part), width)
-        expanded = copy.deepcopy(cache)  # a forward pass appends to the cache it is given
-        expanded.batch_repeat_interleave(len(part))
+    starts = torch.tensor(lengths, dtype=torch.long)
+    order = sorted(range(len(suffixes)), key=lambda i: -len(suffixes[i]))  # similar lengths pad less
+    states: Any = None
+    for begin in range(0, len(order), chunk):
+        part = order[begin : begin + chunk]
+        longest = max(len(suffixes[i]) for i in part)
+        ids = torch.full((len(part), longest), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(part), longest), dtype=torch.long)
+        for row, i in enumerate(part):
+            ids[row, : len(suffixes[i])] = torch.tensor(list(suffixes[i]), dtype=torch.long)
+            mask[row, : len(suffixes[i])] = 1
+        rows_of = torch.tensor([owner[i] for i in part], dtype=torch.long)
+        view = _sharing_copy(cache)  # a forward pass appends to the cache it is given
+        view.batch_select_indices(rows_of.to(device))
         hidden = base(
             input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
+            attention_mask=torch.cat([prefix_mask[rows_of], mask], 1).to(device),
+            position_ids=(starts[rows_of, None] + torch.arange(longest)).to(device),
             use_cache=True,
-            **{name: expanded},
+            **{name: view},
         ).last_hidden_state
-        rows = torch.arange(len(part), device=hidden.device)
-        at = torch.tensor(list(read[start : start + chunk]), dtype=torch.long, device=hidden.device)
-        states.append(hidden[rows, at])
+        picked = hidden[
+            torch.arange(len(part), device=hidden.device),
+            torch.tensor([read[i] for i in part], dtype=torch.long, device=hidden.device),
+        ]
+        if states is None:
+            states = picked.new_empty((len(suffixes), picked.shape[-1]))
+        states[torch.tensor(part, dtype=torch.long, device=picked.device)] = picked
+        computed += ids.numel()
         passes += 1
-    return torch.cat(states, 0), passes
+    return states, passes, computed

@@ -55,7 +55,7 @@ from rewardflow.errors import ConfigError, InputError, ModelError
 from rewardflow.models.base import Encoded, ManagedModel, _as_model_error
 from rewardflow.models.batching import MicroBatchPlan
 from rewardflow.models.loading import import_torch, import_transformers, load_pretrained, load_tokenizer
-from rewardflow.models.prefix import MIN_SHARED, forward_group, plan_groups, sharing_blocker
+from rewardflow.models.prefix import MIN_SHARED, bundle_groups, forward_groups, plan_groups, sharing_blocker
 from rewardflow.models.templates import ChatTemplate
 from rewardflow.models.truncation import COMPLETION, FIXED, PROMPT, keep_ends
 from rewardflow.models.weights import OffloadMode
@@ -100,6 +100,8 @@ class RewardModel(ManagedModel):
         eos: ``"auto"``, ``"append"``, ``"as-is"`` or ``"strip"``: how the end of the text is prepared (module
             docstring); match it to how the reward model was trained.
         share_prefix: run a group's shared prompt once (causal models; scores are unchanged, to float error).
+        groups_together: run several groups' prompts in one pass, and their completions in shared passes (``None``,
+            default: on an accelerator, where a pass per group is launch-bound; one group per pass on the CPU).
         packing: on the CPU, lay each micro-batch's sequences end to end with no padding and attend within each
             (:mod:`rewardflow.models.packing`; used only after a probe finds the scores unchanged).
         truncation_side: ``"ends"`` (default: keep both ends), ``"left"`` or ``"right"`` (plain cuts).
@@ -124,6 +126,7 @@ class RewardModel(ManagedModel):
         policy_tokenizer: str | None = None,
         eos: str = "auto",
         share_prefix: bool = True,
+        groups_together: bool | None = None,
         packing: bool = True,
         timeout: float | None = 600.0,
         device: Any = None,
@@ -179,6 +182,7 @@ class RewardModel(ManagedModel):
         self.policy_tokenizer = policy_tokenizer
         self.eos = eos
         self.share_prefix = bool(share_prefix)
+        self.groups_together = None if groups_together is None else bool(groups_together)
         self._encoder: Any = None  # whole-model encoder classifiers: the module whose output the head reads
         self._eos = eos  # resolved at load ("auto" -> "append" or "as-is")
         self._saved_pad_id: int | None = None  # the checkpoint's own config.pad_token_id, before any fallback
@@ -530,29 +534,30 @@ class RewardModel(ManagedModel):
         out: list[Any] = [None] * len(encoded.input_ids)
         real = padded = passes = 0
         budget = self.token_budget
+        together = self.device.type != "cpu" if self.groups_together is None else self.groups_together
         with torch.inference_mode(), _as_model_error("forward pass"):
-            for group in groups:
-                suffixes = [encoded.input_ids[r][group.prefix :] for r in group.rows]
-                longest = max(len(x) for x in suffixes)
-                chunk = max(1, min(budget // longest, self.max_batch_size or len(suffixes)))
-                states, runs = forward_group(
+            for bundle in bundle_groups(groups, budget, together=together):
+                rows = [r for group in bundle for r in group.rows]
+                owner = [j for j, group in enumerate(bundle) for _ in group.rows]
+                cut = [group.prefix for group in bundle for _ in group.rows]
+                suffixes = [encoded.input_ids[r][c:] for r, c in zip(rows, cut, strict=True)]
+                chunk = max(1, min(budget // max(len(x) for x in suffixes), self.max_batch_size or len(suffixes)))
+                states, runs, computed = forward_groups(
                     self._base,
-                    encoded.input_ids[group.rows[0]][: group.prefix],
+                    [encoded.input_ids[group.rows[0]][: group.prefix] for group in bundle],
                     suffixes,
-                    [encoded.read_at[r] - group.prefix for r in group.rows],
+                    owner,
+                    [encoded.read_at[r] - c for r, c in zip(rows, cut, strict=True)],
                     pad_id=self._pad_filler,
                     device=self.device,
                     chunk=chunk,
                 )
                 scores = self._finish(self._linear(states)).cpu()
-                for row, r in enumerate(group.rows):
+                for row, r in enumerate(rows):
                     out[r] = scores[row]
                 passes += runs
-                real += group.prefix + sum(len(x) for x in suffixes)
-                padded += group.prefix + sum(
-                    min(chunk, len(suffixes) - c) * max(len(x) for x in suffixes[c : c + chunk])
-                    for c in range(0, len(suffixes), chunk)
-                )
+                padded += computed
+                real += sum(group.prefix for group in bundle) + sum(len(x) for x in suffixes)
         stats["shared_groups"] = len(groups)
         stats["shared_tokens"] = sum(g.prefix * (len(g.rows) - 1) for g in groups)
         stats["plan"] = MicroBatchPlan(tuple(() for _ in range(passes)), real, padded)

@@ -137,10 +137,12 @@ def test_batched_equals_the_per_sample_loop(
     index = num_labels - 1 if head != "value-head" else 0
     options: dict[str, Any] = {"score_index": index} if head != "value-head" else {}
     results = {}
-    paths = [(side, share, False) for side in ("left", "right") for share in (True, False)]
-    paths.append(("right", False, True))  # packed rows instead of padded micro-batches
-    paths.append(("left", True, True))  # the defaults: sharing for groups, packed rows for the rest
-    for side, share, packing in paths:
+    paths = [(side, share, False, False) for side in ("left", "right") for share in (True, False)]
+    paths.append(("right", False, True, False))  # packed rows instead of padded micro-batches
+    paths.append(("left", True, True, False))  # the CPU's defaults: sharing for groups, packed rows for the rest
+    # an accelerator's sharing: both groups' prompts in one left-padded pass, completions of both in shared passes
+    paths += [("left", True, False, True), ("right", True, True, True)]
+    for side, share, packing, together in paths:
         # both linear kernels, alternating over the padded paths (rewardflow.models.kernels)
         kernel = "onednn" if share == (side == "left") else "torch"
         rm = RewardModel(
@@ -148,22 +150,23 @@ def test_batched_equals_the_per_sample_loop(
             head=head,
             padding_side=side,
             share_prefix=share,
+            groups_together=together,
             packing=packing,
-            token_budget=160,
+            token_budget=1024 if together else 160,  # together: both prompts fit one pass, all completions another
             cpu_linear=kernel,
             **options,
         )
         scores = rm(prompts, completions)
         if share and packing:  # again: sharing now runs under the packed attention implementation (as sdpa)
             assert rm(prompts, completions) == pytest.approx(scores, abs=1e-6)
-        results[side, share, packing] = (scores, rm.last_report)
+        results[side, share, packing, together] = (scores, rm.last_report)
         assert rm.cpu_linear_used.startswith(kernel), rm.cpu_linear_used
         ids = rm.encode(prompts, completions)
     reference = per_sample_reference(path, head, ids, index)
     assert len({round(v, 4) for v in reference}) > 3  # distinct scores: a mix-up would show
-    for (side, share, packing), (scores, report) in results.items():
-        assert scores == pytest.approx(reference, abs=1e-4), (side, share, packing, report)
-        assert report.micro_batches > 1
+    for (side, share, packing, together), (scores, report) in results.items():
+        assert scores == pytest.approx(reference, abs=1e-4), (side, share, packing, together, report)
+        assert report.micro_batches > 1 or (together and arch in ENCODERS)  # encoders: all in one budget
         if packing:  # every architecture here passes the packing probe: no padding computed
             assert report.packing == "on", report.packing
             if not share or arch in ENCODERS:
@@ -173,6 +176,8 @@ def test_batched_equals_the_per_sample_loop(
         if share and arch not in ENCODERS:
             assert report.prefix_sharing == "on", report.prefix_sharing
             assert report.shared_groups == 2 and report.shared_tokens > 0
+            if together:  # one pass for both prompts, one for every completion, one for the lone sample
+                assert report.micro_batches == 3, report
     if templated:
         assert all(seq[-1] == eos_id for seq in ids)  # the template ends with EOS, and EOS is read
 
