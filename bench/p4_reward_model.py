@@ -288,10 +288,13 @@ _seed_model: Any = None
 _seed_tokenizer: Any = None
 
 
+MINILM_DIR: dict[str, str] = {}  # --minilm-dir: a local copy instead of the weights package
+
+
 def minilm_path() -> str:
-    """all-MiniLM-L6-v2 from its weights package, looked up only by the parts that score it (the GRPO part and
-    gpu_check.py need no MiniLM)."""
-    return str(default_encoder_path())
+    """all-MiniLM-L6-v2 from ``--minilm-dir`` or its weights package, looked up only by the parts that score it
+    (the GRPO part and gpu_check.py need no MiniLM)."""
+    return MINILM_DIR.get("path") or str(default_encoder_path())
 
 
 def seed_reward(prompt: str, completions: str, prompt_ids: Any = None, completion_ids: Any = None, **kw: Any) -> float:
@@ -677,12 +680,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="what the seconds measure")
+    parser.add_argument("--minilm-dir", default=None, help="a local all-MiniLM-L6-v2 (default: its weights package)")
     args = parser.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     CLOCK["name"] = args.clock
+    if args.minilm_dir:
+        MINILM_DIR["path"] = args.minilm_dir
     print(
         f"load average at start {os.getloadavg()[0]:.1f}; clock: {args.clock} seconds; "
         f"{torch.get_num_threads()} torch thread(s)"
