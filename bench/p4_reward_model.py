@@ -49,6 +49,7 @@ from _common import gsm8k_rows, machine, table, timed
 
 from rewardflow import Sample
 from rewardflow.models import RewardModel
+from rewardflow.models.base import PRECISION_GUARD
 from rewardflow.models.similarity import default_encoder_path
 
 G = 8
@@ -201,12 +202,16 @@ def grpo(prompts: int, rounds: int) -> None:
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
         report, plain_report, blas_report = shared.last_report, plain.last_report, blas.last_report
         assert report is not None and plain_report is not None and blas_report is not None
-        bf16 = RewardModel(str(path), max_length=1024, dtype="bfloat16")
+        # precision_guard=None: time bf16 itself; the guard's verdict on the same batch is printed below
+        bf16 = RewardModel(str(path), max_length=1024, dtype="bfloat16", precision_guard=None)
         bf16.score_texts(texts_p[:G], texts_c[:G])
         bf16_times = []
         for _ in range(rounds):
             bf16_scores, t = measure(lambda: bf16.score_texts(texts_p, texts_c))
             bf16_times.append(t)
+        checked = RewardModel(str(path), max_length=1024, dtype="bfloat16")  # the default precision_guard
+        checked.score_texts(texts_p, texts_c)
+        guarded = checked.precision
     best = {k: min(v) for k, v in times.items()}
     lengths = [len(x) for x in ids]
     print(
@@ -274,6 +279,7 @@ def grpo(prompts: int, rounds: int) -> None:
         f"within-group Spearman min {min(corr):.4f} / mean {statistics.fmean(corr):.4f} "
         f"(>= 0.999: {min(corr) >= 0.999}), same best-of-group in {same_best}/{n // G} groups"
     )
+    print(f"dtype='bfloat16' with the default precision guard on this batch: {guarded}")
     speedup = best["loop"] / best["shared"]
     alone = best["loop"] / best["blas"]
     print(
@@ -532,8 +538,9 @@ def levers(n: int, rounds: int, compile_too: bool) -> None:
 
     rows = gsm8k_rows(n)
     samples = [Sample(r["prompt"], r["completion"]) for r in rows]
-    variants: dict[str, Any] = {"default (oneDNN linears, packed rows, budget 1024)": load_rm()[0]}
+    variants: dict[str, Any] = {"default (cpu_linear='auto', packed rows, budget 1024)": load_rm()[0]}
     variants["cpu_linear='torch'"] = load_rm(cpu_linear="torch")[0]
+    variants["cpu_linear='onednn' (forced; fused GELU, prepacked)"] = load_rm(cpu_linear="onednn")[0]
     for budget in (256, 512, 2048, 4096):
         variants[f"token_budget={budget}"] = load_rm(token_budget=budget)[0]
     variants["max_batch_size=1 (no batching)"] = load_rm(max_batch_size=1)[0]
@@ -542,7 +549,7 @@ def levers(n: int, rounds: int, compile_too: bool) -> None:
     eager._model.set_attn_implementation("eager")
     variants['attn_implementation="eager"'] = eager
     variants["packing=False (sorted, padded micro-batches)"] = load_rm(packing=False)[0]
-    variants[BF16] = load_rm(dtype="bfloat16")[0]
+    variants[BF16] = load_rm(dtype="bfloat16", precision_guard=None)[0]  # bf16 itself; the guard's view below
     compile_s = None
     if compile_too:
         compiled = load_rm()[0]
@@ -581,7 +588,10 @@ def levers(n: int, rounds: int, compile_too: bool) -> None:
     )
     print(table(out))
     rho = spearman(scores[BF16], scores[base_key])
-    print(f"bf16 vs fp32 Spearman over the {n} scores: {rho:.4f}")
+    print(
+        f"bf16 vs fp32 Spearman over the {n} scores: {rho:.4f}; the default precision guard "
+        f"({PRECISION_GUARD}) would {'keep bf16' if rho >= PRECISION_GUARD else 'fall back to float32'}"
+    )
     if compile_s is not None:
         print(f"torch.compile: first call (compile + score) took {compile_s:.1f} s wall")
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardflow.errors import ConfigError, InputError, ModelError
-from rewardflow.models.base import Encoded, ManagedModel, _as_model_error
+from rewardflow.models.base import PRECISION_GUARD, Encoded, ManagedModel, _as_model_error
 from rewardflow.models.batching import MicroBatchPlan
 from rewardflow.models.loading import import_torch, import_transformers, load_pretrained, load_tokenizer
 from rewardflow.models.prefix import MIN_SHARED, bundle_groups, forward_groups, plan_groups, sharing_blocker
@@ -104,6 +104,9 @@ class RewardModel(ManagedModel):
             default: on an accelerator, where a pass per group is launch-bound; one group per pass on the CPU).
         packing: on the CPU, lay each micro-batch's sequences end to end with no padding and attend within each
             (:mod:`rewardflow.models.packing`; used only after a probe finds the scores unchanged).
+        precision_guard: with ``dtype="bf16"`` (or fp16) on the CPU, the least Spearman agreement with float32,
+            within each prompt's group, the first scored call must show, else the model falls back to float32
+            (:class:`~rewardflow.models.base.ManagedModel`; ``None``: off).
         truncation_side: ``"ends"`` (default: keep both ends), ``"left"`` or ``"right"`` (plain cuts).
         timeout: default engine timeout for one batch call, in seconds (the spec's ``timeout`` overrides it).
         **options: device, dtype, offload, max_length, padding_side, token_budget,
@@ -140,7 +143,9 @@ class RewardModel(ManagedModel):
         trust_remote_code: bool = False,
         allow_missing_weights: bool = False,
         cpu_linear: str = "auto",
+        precision_guard: float | None = PRECISION_GUARD,
     ) -> None:
+        self._arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # for the guard
         if head not in _HEADS:
             raise ConfigError(f"bad head {head!r}; use 'seq-cls', 'token-cls' or 'value-head'")
         if score_index is not None and score_label is not None:
@@ -171,6 +176,7 @@ class RewardModel(ManagedModel):
             allow_missing_weights=allow_missing_weights,
             cpu_linear=cpu_linear,
             packing=packing,
+            precision_guard=precision_guard,
         )
         self.head = _HEADS[head]
         self.score_index = score_index
@@ -231,6 +237,10 @@ class RewardModel(ManagedModel):
                 raise InputError(f"{name} {bad} is {type(texts[bad]).__name__}, expected str")
         if not prompts:
             return []
+        # the 16-bit guard (ManagedModel._precision_checked) ranks within groups: samples with the same prompt
+        return self._precision_checked(lambda model: model._score_pairs(prompts, completions), groups=prompts)
+
+    def _score_pairs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         with self._scoring(len(prompts)) as stats:
             encoded = self._encode_pairs(prompts, completions)
             rows = self._forward_batches(encoded, self._forward, stats)

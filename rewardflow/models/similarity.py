@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardflow.errors import ConfigError, InputError, MissingDependencyError
-from rewardflow.models.base import ManagedModel
+from rewardflow.models.base import PRECISION_GUARD, ManagedModel
 from rewardflow.models.loading import import_torch, import_transformers, load_pretrained, load_tokenizer
 from rewardflow.models.weights import OffloadMode
 from rewardflow.reward import Kind, RewardOptions
@@ -54,8 +54,10 @@ class SimilarityReward(ManagedModel):
         pooling: ``"mean"`` (masked mean of token states, as all-MiniLM-L6-v2 was trained) or ``"cls"``.
         max_length: token limit per text; default the encoder's ``sentence_bert_config.json`` value, else 512.
         timeout: default engine timeout for one batch call, in seconds.
-        **options: device, dtype, offload, token_budget, max_batch_size, trust_remote_code, cpu_linear, packing (see
-            :class:`~rewardflow.models.base.ManagedModel`). Texts are truncated on the right.
+        **options: device, dtype, offload, token_budget, max_batch_size, trust_remote_code, cpu_linear, packing,
+            precision_guard (see :class:`~rewardflow.models.base.ManagedModel`; the guard ranks within the samples
+            that share a reference, and checks :meth:`score_texts`, not :meth:`embed`). Texts are truncated on the
+            right.
     """
 
     __rewardflow__ = RewardOptions(name="similarity", kind=Kind.BATCH)
@@ -76,7 +78,9 @@ class SimilarityReward(ManagedModel):
         trust_remote_code: bool = False,
         cpu_linear: str = "auto",
         packing: bool = True,
+        precision_guard: float | None = PRECISION_GUARD,
     ) -> None:
+        self._arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # for the guard
         if pooling not in _POOLINGS:
             raise ConfigError(f"bad pooling {pooling!r}; use 'mean' or 'cls'")
         if not isinstance(reference, str) or not reference:
@@ -94,6 +98,7 @@ class SimilarityReward(ManagedModel):
             trust_remote_code=trust_remote_code,
             cpu_linear=cpu_linear,
             packing=packing,
+            precision_guard=precision_guard,
         )
         self.reference = reference
         self.pooling = pooling
@@ -116,6 +121,10 @@ class SimilarityReward(ManagedModel):
             raise InputError(f"{len(completions)} completions for {len(references)} references")
         if not completions:
             return []
+        # the 16-bit guard (ManagedModel._precision_checked) ranks within groups: samples with the same reference
+        return self._precision_checked(lambda model: model._cosines(completions, references), groups=references)
+
+    def _cosines(self, completions: Sequence[str], references: Sequence[str]) -> list[float]:
         unique = list(dict.fromkeys([*completions, *references]))
         vectors = dict(zip(unique, self.embed(unique), strict=True))
         return [float((vectors[c] * vectors[r]).sum()) for c, r in zip(completions, references, strict=True)]
