@@ -129,20 +129,24 @@ def sharing_blocker(base: Any, device: Any, vocab_size: int) -> str | None:
     return None
 
 
-def bundle_groups(groups: Sequence[SharedGroup], budget: int, *, together: bool) -> list[list[SharedGroup]]:
+def bundle_groups(
+    groups: Sequence[SharedGroup], budget: int, *, together: bool, max_rows: int | None = None
+) -> list[list[SharedGroup]]:
     """Groups that run their prefixes in one pass (and their completions in shared passes).
 
     ``together=False``: one group per pass, its prefix unpadded (the CPU's choice: there a pass costs its
     arithmetic, and a padded prefix pass adds padding and the slower masked attention kernel). ``together=True``:
     groups sorted by prefix length fill a pass while ``groups x longest prefix`` stays within ``budget`` tokens
     (the accelerator's choice: there a small pass costs its kernel launches, and one pass per group ran at 2.3x
-    the per-sample loop where padded batches without sharing ran at 5.6x; ``bench/gpu_check.py``).
+    the per-sample loop where padded batches without sharing ran at 5.6x; ``bench/gpu_check.py``), and
+    ``max_rows`` (the model's ``max_batch_size``) bounds the groups per pass.
     """
     if not together:
         return [[g] for g in groups]
     bundles: list[list[SharedGroup]] = []
     for group in sorted(groups, key=lambda g: g.prefix):
-        if bundles and (len(bundles[-1]) + 1) * group.prefix <= budget:
+        fits = (len(bundles[-1]) + 1) * group.prefix <= budget if bundles else False
+        if fits and (max_rows is None or len(bundles[-1]) < max_rows):
             bundles[-1].append(group)
         else:
             bundles.append([group])

@@ -546,7 +546,7 @@ class RewardModel(ManagedModel):
         budget = self.token_budget
         together = self.device.type != "cpu" if self.groups_together is None else self.groups_together
         with torch.inference_mode(), _as_model_error("forward pass"):
-            for bundle in bundle_groups(groups, budget, together=together):
+            for bundle in bundle_groups(groups, budget, together=together, max_rows=self.max_batch_size):
                 rows = [r for group in bundle for r in group.rows]
                 owner = [j for j, group in enumerate(bundle) for _ in group.rows]
                 cut = [group.prefix for group in bundle for _ in group.rows]

@@ -164,3 +164,40 @@ def test_prefix_groups_stop_before_every_read_position() -> None:
     (group,) = plan_groups(ids[:2], [len(shared)] * 2)
     assert group.prefix == len(shared) + 2  # without read positions: one short of the shortest (3 + prefix)
     assert plan_groups([[*shared[:5], 1], [*shared[:5], 2]], [5, 5]) == []  # under MIN_SHARED: not worth a pass
+
+
+def test_bundles_fill_the_token_budget_by_prefix_length() -> None:
+    from rewardflow.models.prefix import SharedGroup, bundle_groups
+
+    groups = [SharedGroup(40, (0, 1)), SharedGroup(20, (2, 3)), SharedGroup(30, (4, 5)), SharedGroup(90, (6, 7))]
+    assert bundle_groups(groups, 100, together=False) == [[g] for g in groups]  # the CPU: a pass per group
+    bundles = bundle_groups(groups, 100, together=True)
+    # sorted by prefix: 20, 30 (2 x 30 <= 100), 40 (3 x 40 > 100: a new pass), 90 (2 x 90 > 100: alone)
+    assert [[g.prefix for g in b] for b in bundles] == [[20, 30], [40], [90]]
+    assert bundle_groups(groups, 10, together=True) == [[g] for g in sorted(groups, key=lambda g: g.prefix)]
+    assert [len(b) for b in bundle_groups(groups, 1000, together=True)] == [4]
+    assert [len(b) for b in bundle_groups(groups, 1000, together=True, max_rows=3)] == [3, 1]  # max_batch_size
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 2, None])
+def test_groups_together_score_as_groups_apart(zoo: dict[str, Path], max_batch_size: int | None) -> None:
+    """Prompts of different lengths in one left-padded pass, groups of uneven size, a lone sample, duplicates."""
+    prompts, completions = [], []
+    for k, size in enumerate((1, 2, 5, 3)):
+        prompt = "janet sells eggs at the market every day " * (k + 2)
+        for j in range(size):
+            prompts.append(prompt)
+            completions.append(["18", "nine dollars", "she makes eighteen", "18", "x " * (j + 1)][j])
+    options = {"head": "token-cls", "max_batch_size": max_batch_size, "token_budget": 512}
+    apart = RewardModel(str(zoo["token_cls"]), groups_together=False, **options)
+    together = RewardModel(str(zoo["token_cls"]), groups_together=True, **options)
+    alone = RewardModel(str(zoo["token_cls"]), share_prefix=False, packing=False, **options)
+    reference = alone(prompts, completions)
+    assert apart(prompts, completions) == pytest.approx(reference, abs=1e-5)
+    assert together(prompts, completions) == pytest.approx(reference, abs=1e-5)
+    report = together.last_report
+    assert report is not None and report.prefix_sharing == "on" and report.shared_groups == 3
+    if max_batch_size == 1:  # one row per pass: nothing to run together
+        assert report.micro_batches == apart.last_report.micro_batches
+    else:
+        assert report.micro_batches < apart.last_report.micro_batches
