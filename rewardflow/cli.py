@@ -531,6 +531,8 @@ def eval_command(
     timeout: Annotated[
         float | None, typer.Option(help="Per-call timeout in seconds (finite, > 0).", callback=_timeout_option)
     ] = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     prompt_key: Annotated[str, typer.Option(help="Column holding the prompt.")] = "prompt",
     completion_key: Annotated[str, typer.Option(help="Column holding the completion.")] = "completion",
     encoding_errors: Annotated[
@@ -561,7 +563,7 @@ def eval_command(
                 raise ConfigError(f"{str(path)!r} is the input file; choose another path")
         if not no_figure:
             _needs_matplotlib()
-        engine = build_engine(reward, workers, timeout)
+        engine = build_engine(reward, workers, timeout, executor=_name(executor), ray_address=ray_address)
     with _handled(), engine, _progress() as progress:
         task = progress.add_task(f"eval {reward}", total=None)
         report = evaluate(

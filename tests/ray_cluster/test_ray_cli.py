@@ -60,6 +60,23 @@ def test_score_with_executor_ray_ships_a_reward_from_the_current_directory(clust
     assert {o["info"]["ray_node_id"] for o in out} <= alive_nodes()
 
 
+def test_eval_with_executor_ray_on_the_embedded_solutions(cluster: object, tmp_path: Path) -> None:
+    """``rewardflow eval`` takes the same executor options as ``score``; the figures equal the process pool's."""
+    from rewardflow.data import gsm8k_examples
+
+    rows = list(gsm8k_examples(60))
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    reports = {}
+    for extra in ([], ["--executor", "ray", "--ray-address", cluster.address]):
+        cmd = [sys.executable, "-m", "rewardflow.cli", "eval", "in.jsonl", "-r", "gsm8k", "--no-figure", "--json"]
+        cmd += ["--disagreements", "d.jsonl", *extra]
+        env = dict(_env(), PYTHONPATH=str(ROOT))
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        reports[bool(extra)] = json.loads(proc.stdout.splitlines()[-1])
+    assert reports[True]["rows"] == 60 and reports[True] == reports[False]
+
+
 def test_without_an_address_the_cli_starts_a_local_ray_and_leaves_nothing_behind(tmp_path: Path) -> None:
     from tests._procs import wait_gone
 
