@@ -31,6 +31,18 @@ from rewardflow.errors import ConfigError
 __all__ = ["RewardSpec", "Spec", "load_spec"]
 
 
+class RayActorSpec(BaseModel):
+    """A model reward's own Ray actor (:class:`~rewardflow.executors.ray_model.RayModel`): what it reserves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_gpus: float = Field(default=1.0, ge=0, allow_inf_nan=False, description="GPUs the actor reserves.")
+    num_cpus: float = Field(default=1.0, ge=0, allow_inf_nan=False, description="CPUs the actor reserves.")
+    start_timeout: float = Field(
+        default=900.0, gt=0, allow_inf_nan=False, description="Seconds to start the actor and build the model."
+    )
+
+
 class RewardSpec(BaseModel):
     """One component of the spec's ``rewards`` list."""
 
@@ -50,6 +62,11 @@ class RewardSpec(BaseModel):
     )
     concurrency: int | None = Field(default=None, ge=1, description="Max in-flight calls (async/group rewards).")
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the reward.")
+    ray_actor: RayActorSpec | None = Field(
+        default=None,
+        description="Build this model reward (`reward_model`, `similarity`, a judge: a class built from `params`) "
+        "in one Ray actor that reserves these resources; `timeout` then limits each batch, once the actor is up.",
+    )
 
     @property
     def component_name(self) -> str:
@@ -116,10 +133,48 @@ class Spec(BaseModel):
 
         out = []
         for r in self.rewards:
-            fn = resolve(r.reward, r.params or None)
-            rw = Reward.wrap(fn, name=r.component_name, kind=r.kind, timeout=r.timeout, concurrency=r.concurrency)
+            if r.ray_actor is not None:
+                # RayModel carries its own limits (start, then per batch): the engine's only backs them up
+                fn, timeout = self._ray_model(r, r.ray_actor), None
+            else:
+                fn, timeout = resolve(r.reward, r.params or None), r.timeout
+            rw = Reward.wrap(fn, name=r.component_name, kind=r.kind, timeout=timeout, concurrency=r.concurrency)
             out.append(Component(r.component_name, rw, r.weight, r.gate))
         return out
+
+    def _ray_model(self, r: RewardSpec, actor: RayActorSpec) -> Any:
+        """The reward's class, named by import path, built in a Ray actor; refused for plain reward functions."""
+        import inspect
+
+        from rewardflow.executors.ray_model import RayModel
+        from rewardflow.registry import default_registry, import_target
+
+        entry = default_registry().lookup(r.reward)
+        if entry is not None:
+            target = entry.target if entry.factory and isinstance(entry.target, str) else None
+        else:
+            target = r.reward if ":" in r.reward or "." in r.reward else None
+            if target is not None and not inspect.isclass(import_target(target)):
+                target = None
+        if target is None:
+            raise ConfigError(
+                f"reward {r.reward!r}: ray_actor applies to model rewards, classes built from params "
+                "(reward_model, similarity, a judge, or pkg.mod:Class); run reward functions with `executor: ray`"
+            )
+        if ":" not in target:
+            module, _, name = target.rpartition(".")
+            target = f"{module}:{name}"
+        return RayModel(
+            target,
+            num_gpus=actor.num_gpus,
+            num_cpus=actor.num_cpus,
+            address=self.ray_address,
+            name=r.component_name,
+            timeout=r.timeout,
+            start_timeout=actor.start_timeout,
+            runtime_env=self.ray_runtime_env,
+            **r.params,
+        )
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:

@@ -127,3 +127,17 @@ def test_unknown_reward_in_spec_fails_at_engine_build(tmp_path: Path) -> None:
 def test_missing_spec_file() -> None:
     with pytest.raises(ConfigError, match="cannot read spec file"):
         load_spec("/nonexistent/spec.yaml")
+
+
+def test_ray_actor_is_for_model_rewards_only() -> None:
+    from rewardflow.spec import parse_spec
+
+    spec = parse_spec({"rewards": [{"reward": "gsm8k", "ray_actor": {"num_gpus": 0}}]})
+    with pytest.raises(ConfigError, match="ray_actor applies to model rewards"):
+        spec.components()
+    plain = parse_spec({"rewards": [{"reward": "tests._rewards:length_reward", "ray_actor": {}}]})
+    with pytest.raises(ConfigError, match="ray_actor applies to model rewards"):
+        plain.components()
+    with pytest.raises(ConfigError, match=r"rewards\.0\.ray_actor\.gpus: Extra inputs are not permitted"):
+        parse_spec({"rewards": [{"reward": "reward_model", "ray_actor": {"gpus": 1}}]})
+    assert spec.rewards[0].ray_actor is not None and spec.rewards[0].ray_actor.start_timeout == 900.0

@@ -57,6 +57,43 @@ def test_a_reward_model_in_a_ray_actor_scores_like_the_local_one(cluster: object
     assert _gone()
 
 
+def test_a_spec_puts_a_reward_model_in_its_own_ray_actor(cluster: object, tmp_path: Path) -> None:
+    """``ray_actor:`` on a spec's ``reward_model`` entry: the same scores as the local model, from a ModelActor."""
+    pytest.importorskip("torch")
+    from rewardflow.models import RewardModel
+    from rewardflow.spec import parse_spec
+    from tests.models.conftest import RM_TEMPLATE, build_llama, build_tokenizer
+
+    tok = build_tokenizer(tmp_path, vocab_size=320, specials=["[INST]", "[/INST]"], template=RM_TEMPLATE)
+    path = str(build_llama(tmp_path, tok, head="seq-cls"))
+    with Engine(RewardModel(path, device="cpu")) as local:
+        expected = local.score(ROWS)
+    spec = parse_spec(
+        {
+            "rewards": [
+                {
+                    "reward": "reward_model",
+                    "name": "rm",
+                    "timeout": 120,
+                    "params": {"path": path, "device": "cpu"},
+                    "ray_actor": {"num_gpus": 0, "num_cpus": 0.5},
+                }
+            ]
+        }
+    )
+    with Engine(spec) as engine:
+        (component,) = engine.components
+        assert type(component.reward.fn).__name__ == "RayModel" and component.reward.fn.num_cpus == 0.5
+        # the spec's timeout limits each batch inside RayModel; the engine's limit only backs up start + batch
+        assert component.reward.fn.timeout == 120 and component.reward.timeout == 900 + 120 + 30
+        got = in_thread(lambda: engine.score(ROWS), 600)
+    assert all(r.ok for r in got), [r.reason for r in got]
+    for a, b in zip(expected, got, strict=True):
+        assert b.value == pytest.approx(a.value, abs=1e-5)
+        assert b.info[NODE_KEY] in alive_nodes()
+    assert _gone()
+
+
 def test_a_hung_model_call_times_out_and_the_next_batch_gets_a_fresh_actor(cluster: object) -> None:
     model = RayModel(_models.LengthModel, 2.0, num_gpus=0, timeout=3.0)
     with Engine(model) as engine:
