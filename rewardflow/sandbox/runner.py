@@ -13,6 +13,13 @@ What comes back is never ambiguous:
 * the sandbox itself could not run the program (bwrap failed to set up, fork failed):
   :class:`~rewardflow.errors.SandboxError` is raised. That is an infrastructure failure, never a score.
 
+``collect`` names files to read back from the working directory after the program ends (SandboxFusion's
+``fetch_files``): ``RunResult.files`` holds those that exist there as regular files, each cut to
+``Limits.output_bytes``; a name that resolves outside the directory (a symbolic link out of it) is not read. Under
+bwrap the directory is the sandbox's own tmpfs, gone when it ends, so a small collector runs inside the same
+sandbox after the program and writes the files to a descriptor the program itself never holds. A run stopped by
+its time limit brings no files back.
+
 Limits of the design: at the ``rlimits`` and ``unshare`` levels the program sees the host's file system (as the
 caller, or as uid 65534 when the caller is root); at ``rlimits`` a program that calls ``setsid`` and forks can
 outlive the run. Only ``bwrap`` gives the full containment the tests in ``tests/sandbox`` check.
@@ -20,6 +27,7 @@ outlive the run. Only ``bwrap`` gives the full containment the tests in ``tests/
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -59,6 +67,7 @@ class RunResult:
     wall_s: float
     isolation: Isolation
     info: dict[str, object] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # what ``collect`` asked for and found
 
     @property
     def ok(self) -> bool:
@@ -182,24 +191,27 @@ class Sandbox:
         limits: Limits | None = None,
         env: Mapping[str, str] | None = None,
         as_pid1: bool = False,
+        collect: Sequence[str] = (),
     ) -> RunResult:
         """Run ``argv`` in a fresh working directory holding ``files``; see the module docstring.
 
         ``as_pid1`` (bwrap level) makes the program PID 1 of its namespace, so nothing it starts can signal it
-        (the code harness uses it so the program under test cannot kill the harness).
+        (the code harness uses it so the program under test cannot kill the harness). ``collect``: files to read
+        back from the working directory afterwards (``RunResult.files``).
         """
         level = self.level
         limits = limits or self.limits
         data = {name: (v.encode() if isinstance(v, str) else bytes(v)) for name, v in (files or {}).items()}
-        for name in data:
+        for name in [*data, *collect]:
             if name.startswith("/") or ".." in name.split("/") or not name:
                 raise ValueError(f"file names are relative to the working directory, got {name!r}")
         stdin_bytes = stdin.encode() if isinstance(stdin, str) else bytes(stdin)
         environment = dict(DEFAULT_ENV)
         environment.update(env or {})
+        wanted = list(dict.fromkeys(collect))
         if level is Isolation.BWRAP:
-            return self._run_bwrap(list(argv), data, stdin_bytes, limits, environment, as_pid1)
-        return self._run_host(level, list(argv), data, stdin_bytes, limits, environment)
+            return self._run_bwrap(list(argv), data, stdin_bytes, limits, environment, as_pid1, wanted)
+        return self._run_host(level, list(argv), data, stdin_bytes, limits, environment, wanted)
 
     # -- bwrap ---------------------------------------------------------------------------------------------------
 
@@ -247,10 +259,17 @@ class Sandbox:
         limits: Limits,
         env: dict[str, str],
         as_pid1: bool,
+        collect: list[str] = [],  # noqa: B006 (read only)
     ) -> RunResult:
         status_r, status_w = os.pipe()
+        channel = None
+        extra: list[int] = []
+        if collect:  # the collector's output: a host file the program cannot reach (closed for it, see below)
+            channel = tempfile.TemporaryFile()
+            extra.append(os.dup(channel.fileno()))  # its own number inside too; _execute closes what it passes
+            argv, env = _with_collector(argv, env, collect, extra[0], self.python, limits.output_bytes)
         cmd, fds = self.bwrap_command(argv, files, limits, env, as_pid1, status_fd=status_w)
-        fds.append(status_w)
+        fds += [status_w, *extra]
         try:
             result = _execute(cmd, stdin, limits, fds, preexec=lambda: limited(limits), cwd="/")
         finally:
@@ -258,6 +277,7 @@ class Sandbox:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             status = _read_all(status_r)
+            collected = _read_channel(channel)
         docs = _json_docs(status)
         child = next((d for d in docs if "child-pid" in d), None)
         exited = next((d for d in docs if "exit-code" in d), None)
@@ -274,7 +294,8 @@ class Sandbox:
             )
         if sig == signal.SIGXCPU:
             limit = "time limit"
-        return RunResult(exit_code, sig, stdout, stderr, limit, wall, Isolation.BWRAP)
+        kept = {} if limit is not None else collected
+        return RunResult(exit_code, sig, stdout, stderr, limit, wall, Isolation.BWRAP, files=kept)
 
     # -- unshare / rlimits -----------------------------------------------------------------------------------------
 
@@ -286,8 +307,10 @@ class Sandbox:
         stdin: bytes,
         limits: Limits,
         env: dict[str, str],
+        collect: list[str] = [],  # noqa: B006 (read only)
     ) -> RunResult:
         root = os.geteuid() == 0
+        collected: dict[str, bytes] = {}
         workdir = tempfile.mkdtemp(prefix="rf-sandbox-")
         try:
             for name, content in files.items():
@@ -307,8 +330,15 @@ class Sandbox:
 
             cmd = list(argv)
             if level is Isolation.UNSHARE:
+                # A shell is the namespace's PID 1, not the program: PID 1 ignores the signals sent to it from
+                # inside its namespace, so a program there that killed itself ran on and reported exit code 0.
+                # The shell reports a signal's death as 128 + N, read back below as under bwrap.
                 cmd = [
                     *unshare_args(),
+                    "/bin/sh",
+                    "-c",
+                    '"$@"; exit $?',
+                    "sh",
                     "/usr/bin/prlimit",
                     f"--nproc={limits.nproc}:{limits.nproc}",
                     "--",
@@ -318,13 +348,90 @@ class Sandbox:
             exit_code, sig, stdout, stderr, limit, wall = _execute(
                 cmd, stdin, limits, [], preexec=preexec, cwd=workdir, env=environment
             )
+            if limit is None:
+                collected = _read_back(workdir, collect, limits.output_bytes)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if exit_code == 127 and level is Isolation.UNSHARE and b"unshare failed" in stderr:
             raise SandboxError(f"unshare could not start the program: {stderr.decode(errors='replace')[:500]}")
+        if level is Isolation.UNSHARE and exit_code is not None and exit_code > 128:
+            exit_code, sig = None, exit_code - 128
         if sig == signal.SIGXCPU:
             limit = "time limit"
-        return RunResult(exit_code, sig, stdout, stderr, limit, wall, level)
+        return RunResult(exit_code, sig, stdout, stderr, limit, wall, level, files=collected)
+
+
+#: Runs the program inside the sandbox, then reads the files named in RF_COLLECT that resolve inside the working
+#: directory and writes them, as one JSON object with base64 values, to descriptor RF_COLLECT_FD, which the
+#: program never holds (``subprocess`` closes every descriptor above 2 in it). Exits with the program's status,
+#: a signal's death as 128 + N (how bwrap reports it anyway).
+_SUPERVISOR = """import base64, json, os, subprocess, sys
+fd = int(os.environ.pop('RF_COLLECT_FD'))
+names = json.loads(os.environ.pop('RF_COLLECT'))
+cap = int(os.environ.pop('RF_COLLECT_MAX'))
+try:
+    code = subprocess.call(sys.argv[1:])
+except OSError as exc:
+    sys.stderr.write(f'{sys.argv[1]}: {exc}\\n')
+    code = 127
+root = os.path.realpath('.')
+out = {}
+for name in names:
+    path = os.path.realpath(name)
+    if path.startswith(root + os.sep) and os.path.isfile(path):
+        with open(path, 'rb') as f:
+            out[name] = base64.b64encode(f.read(cap)).decode()
+data = memoryview(json.dumps(out).encode())
+while data:
+    data = data[os.write(fd, data):]
+sys.exit(128 - code if code < 0 else code)
+"""
+
+
+def _with_collector(
+    argv: list[str], env: dict[str, str], collect: list[str], fd: int, python: str, cap: int
+) -> tuple[list[str], dict[str, str]]:
+    """``argv`` run under :data:`_SUPERVISOR`, which collects the files after it and writes them to ``fd``."""
+    extra = {"RF_COLLECT": json.dumps(collect), "RF_COLLECT_MAX": str(cap), "RF_COLLECT_FD": str(fd)}
+    return [python, "-I", "-S", "-c", _SUPERVISOR, *argv], dict(env, **extra)
+
+
+def _read_channel(channel: object) -> dict[str, bytes]:
+    """The collector's JSON, decoded; nothing when it did not run to the end (the program hit a limit)."""
+    if channel is None:
+        return {}
+    with channel:  # type: ignore[attr-defined]
+        channel.seek(0)  # type: ignore[attr-defined]
+        raw = channel.read()  # type: ignore[attr-defined]
+    try:
+        found = json.loads(raw or b"{}")
+        return {str(k): base64.b64decode(v) for k, v in found.items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _read_back(workdir: str, names: Sequence[str], cap: int) -> dict[str, bytes]:
+    """Files from a host working directory that resolve inside it (no link out of it is followed)."""
+    root = os.path.realpath(workdir)
+    out: dict[str, bytes] = {}
+    for name in names:
+        path = os.path.realpath(os.path.join(root, name))
+        if not path.startswith(root + os.sep):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as f:
+            if stat_is_file(os.fstat(fd).st_mode):
+                out[name] = f.read(cap)
+    return out
+
+
+def stat_is_file(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(mode)
 
 
 def bwrap_args(extra_binds: Sequence[str], limits: Limits) -> list[str]:

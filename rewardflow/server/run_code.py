@@ -20,8 +20,10 @@ Supported: ``python`` (the interpreter the sandbox uses, standard library only) 
 compiled in one sandbox, run in a second, so compile and run each have their own limits and times).
 
 Every program runs in :class:`~rewardflow.sandbox.Sandbox`, in a thread pool bounded by the server's worker
-count, off the event loop. Not covered: ``fetch_files`` (the reply's ``files`` is always empty), SandboxFusion's
-other routes (``/run_jupyter``, ``/submit``), and its extra Python packages (numpy and friends are not in the sandbox).
+count, off the event loop. ``fetch_files`` come back in the reply's ``files`` (base64) as SandboxFusion returns
+them: those that exist as regular files after the run, relative to the program's directory, each cut to the
+output limit; a run stopped by its time limit returns none. Not covered: SandboxFusion's other routes
+(``/run_jupyter``, ``/submit``), and its extra Python packages (numpy and friends are not in the sandbox).
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ class RunCodeRequest(BaseModel):
     stdin: str | None = Field(None, description="Text sent to the program's standard input.")
     language: Language = Field(..., description="One of SandboxFusion's languages; rewardflow runs python and cpp.")
     files: dict[str, str | None] = Field({}, description="Relative path -> base64 content, put next to the program.")
-    fetch_files: list[str] = Field([], description="Accepted for compatibility; not returned by rewardflow.")
+    fetch_files: list[str] = Field(
+        [], description="Relative paths read back after the run and returned in `files` (base64), if they exist."
+    )
 
 
 class RunStatus(str, Enum):
@@ -173,12 +177,13 @@ class CodeRunner:
         if request.language not in SUPPORTED:
             message = f"language {request.language!r} is not supported by rewardflow (supported: python, cpp)"
             return RunCodeResponse(status=RunStatus.SandboxError, message=message)
+        fetched: dict[str, bytes] = {}
         try:
             files = self._files(request)
             if request.language == "cpp":
-                compile_result, run_result = self._cpp(request, files)
+                compile_result, run_result = self._cpp(request, files, fetched)
             else:
-                compile_result, run_result = None, self._python(request, files)
+                compile_result, run_result = None, self._python(request, files, fetched)
         except (RewardflowError, OSError, ValueError) as exc:
             logger.warning("run_code: sandbox failure: %s", exc)
             return RunCodeResponse(status=RunStatus.SandboxError, message=f"sandbox error: {exc}")
@@ -188,6 +193,7 @@ class CodeRunner:
             message=_message(compile_result, run_result) if failed else "",
             compile_result=compile_result,
             run_result=run_result,
+            files={name: base64.b64encode(content).decode() for name, content in fetched.items()},
         )
 
     # ---------------------------------------------------------------------------------------------------------
@@ -210,7 +216,7 @@ class CodeRunner:
             limits = limits.with_(memory_bytes=min(memory_mb, MAX_MEMORY_MB) * _MIB)
         return limits
 
-    def _python(self, request: RunCodeRequest, files: dict[str, bytes]) -> CommandRunResult:
+    def _python(self, request: RunCodeRequest, files: dict[str, bytes], fetched: dict[str, bytes]) -> CommandRunResult:
         files = {**files, "main.py": request.code.encode()}
         # -E -s: no PYTHON* variables, no user site; the script's directory stays on sys.path (for `files`).
         result = self.sandbox.run(
@@ -218,11 +224,13 @@ class CodeRunner:
             files=files,
             stdin=request.stdin or "",
             limits=self._limits(request.run_timeout, request.memory_limit_MB),
+            collect=request.fetch_files,
         )
+        fetched.update(result.files)
         return command_result(result)
 
     def _cpp(
-        self, request: RunCodeRequest, files: dict[str, bytes]
+        self, request: RunCodeRequest, files: dict[str, bytes], fetched: dict[str, bytes]
     ) -> tuple[CommandRunResult, CommandRunResult | None]:
         # Compile in one sandbox and read the binary back on stdout; the compiler's messages go to stderr.
         limits = self._limits(request.compile_timeout, -1)
@@ -239,5 +247,7 @@ class CodeRunner:
             files={**files, "main": built.stdout},
             stdin=request.stdin or "",
             limits=self._limits(request.run_timeout, request.memory_limit_MB),
+            collect=request.fetch_files,
         )
+        fetched.update(result.files)
         return compiled, command_result(result)

@@ -261,3 +261,48 @@ def test_signal_results_are_typed(py) -> None:
     result = py.run("import os\nos.kill(os.getpid(), 11)")
     assert result.signal == signal.SIGSEGV and result.exit_code is None
     assert result.describe() == "killed by SIGSEGV"
+
+
+def _levels() -> list[Isolation]:
+    """Every level this host can run (bwrap where bubblewrap works, unshare where user namespaces do)."""
+    from rewardflow.sandbox import probe_isolation
+
+    found = [Isolation.RLIMITS]
+    if subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True).returncode == 0:
+        found.append(Isolation.UNSHARE)
+    if probe_isolation() >= Isolation.BWRAP:
+        found.append(Isolation.BWRAP)
+    return found
+
+
+@pytest.mark.parametrize("level", _levels())
+def test_a_program_that_signals_itself_dies_of_it_at_every_level(level: Isolation) -> None:
+    """Under ``unshare`` the program used to be its PID namespace's init, which ignores signals sent from inside:
+    ``os.kill(os.getpid(), 9)`` was survived and reported as exit code 0. Every level now reports the signal."""
+    sandbox = Sandbox(Limits(wall_s=10), level=level)
+    for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV):
+        result = sandbox.run([sandbox.python, "-c", f"import os\nos.kill(os.getpid(), {int(sig)})\nprint('survived')"])
+        assert (result.exit_code, result.signal, result.stdout) == (None, sig, b""), (level, result)
+    plain = sandbox.run([sandbox.python, "-c", "raise SystemExit(5)"])
+    assert (plain.exit_code, plain.signal) == (5, None)
+
+
+@pytest.mark.parametrize("level", _levels())
+def test_collect_reads_files_back_from_the_working_directory(level: Isolation) -> None:
+    sandbox = Sandbox(Limits(wall_s=10, output_bytes=1000), level=level)
+    code = (
+        "import os\nos.makedirs('d')\nopen('out.txt', 'w').write('hello')\n"
+        "open('d/x.bin', 'wb').write(bytes(range(256)) * 10)\nos.symlink('/etc/hostname', 'escape')\n"
+        "import sys\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'forged')\n        sys.exit(9)\n"
+        "    except OSError:\n        pass\nsys.exit(3)\n"
+    )
+    result = sandbox.run(
+        [sandbox.python, "-c", code], files={"given.txt": "in"}, collect=["out.txt", "d/x.bin", "missing", "escape",
+                                                                        "given.txt"]
+    )  # fmt: skip
+    assert result.exit_code == 3, result  # no descriptor of the collector's was open to the program
+    assert result.files == {"out.txt": b"hello", "d/x.bin": (bytes(range(256)) * 10)[:1000], "given.txt": b"in"}
+    with pytest.raises(ValueError, match="relative"):
+        sandbox.run(["/bin/true"], collect=["/etc/passwd"])
+    slow = sandbox.run(["/bin/sh", "-c", "echo x > out.txt; sleep 30"], limits=Limits(wall_s=0.5), collect=["out.txt"])
+    assert slow.limit == "time limit" and slow.files == {}

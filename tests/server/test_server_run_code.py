@@ -231,6 +231,29 @@ def test_files_are_base64_next_to_the_program(url: str) -> None:
     assert bad["status"] == "SandboxError" and "base64" in bad["message"]
 
 
+def test_fetch_files_come_back_as_in_sandboxfusions_own_example(url: str) -> None:
+    """The request and the reply of SandboxFusion's documented download example (docs/how-to/run-code/
+    upload-download-files.mdx at 469de08): ``fetch_files: ['flag.txt']`` -> ``files: {'flag.txt': base64}``."""
+    import base64
+
+    code = 'open("flag.txt", "w").write("this is a secret")'
+    body = {"code": code, "language": "python", "fetch_files": ["flag.txt"]}
+    reply = requests.post(url, json=body, timeout=30).json()
+    assert reply["status"] == "Success", reply
+    assert reply["files"] == {"flag.txt": "dGhpcyBpcyBhIHNlY3JldA=="}  # the reply the example documents
+    assert base64.b64decode(reply["files"]["flag.txt"]).decode() == "this is a secret"
+    # a file that was not written is left out (as SandboxFusion does); one written by a C++ program comes back
+    cpp = '#include <fstream>\nint main() { std::ofstream("out/r.txt") << 42; }\n'
+    body = {"code": cpp, "language": "cpp", "fetch_files": ["out/r.txt", "nothing.txt"], "files": {}}
+    body["files"]["out/keep"] = base64.b64encode(b"").decode()  # makes the directory the program writes into
+    reply = requests.post(url, json=body, timeout=60).json()
+    assert reply["status"] == "Success", reply
+    assert reply["files"] == {"out/r.txt": base64.b64encode(b"42").decode()}
+    # a path out of the program's directory is refused as SandboxFusion's infrastructure status, not ignored
+    reply = requests.post(url, json={**body, "fetch_files": ["/etc/passwd"]}, timeout=60).json()
+    assert reply["status"] == "SandboxError" and "relative" in reply["message"]
+
+
 # Attacks from inside the program: each must fail inside the sandbox and come back as the program's failure.
 ATTACKS = [
     "print(open('/etc/shadow').read())",
