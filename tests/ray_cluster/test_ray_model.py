@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,15 +33,22 @@ def _gone(seconds: float = 60.0) -> bool:
     return not live_reward_actors()
 
 
-def test_a_reward_model_in_a_ray_actor_scores_like_the_local_one(cluster: object, tmp_path: Path) -> None:
+def _tiny_rm(directory: Path) -> tuple[str, list[Any]]:
+    """A tiny Llama reward model written to ``directory``, and its scores of ROWS, computed here."""
     pytest.importorskip("torch")
     from rewardflow.models import RewardModel
     from tests.models.conftest import RM_TEMPLATE, build_llama, build_tokenizer
 
-    tok = build_tokenizer(tmp_path, vocab_size=320, specials=["[INST]", "[/INST]"], template=RM_TEMPLATE)
-    path = str(build_llama(tmp_path, tok, head="seq-cls"))
+    tok = build_tokenizer(directory, vocab_size=320, specials=["[INST]", "[/INST]"], template=RM_TEMPLATE)
+    path = str(build_llama(directory, tok, head="seq-cls"))
     with Engine(RewardModel(path, device="cpu")) as local:
-        expected = local.score(ROWS)
+        return path, local.score(ROWS)
+
+
+def test_a_reward_model_in_a_ray_actor_scores_like_the_local_one(cluster: object, tmp_path: Path) -> None:
+    from rewardflow.models import RewardModel
+
+    path, expected = _tiny_rm(tmp_path)
     remote = RayModel(RewardModel, path, device="cpu", num_gpus=0, name="rm")
     with Engine(remote) as engine:
         got = in_thread(lambda: engine.score(ROWS), 600)
@@ -59,15 +67,9 @@ def test_a_reward_model_in_a_ray_actor_scores_like_the_local_one(cluster: object
 
 def test_a_spec_puts_a_reward_model_in_its_own_ray_actor(cluster: object, tmp_path: Path) -> None:
     """``ray_actor:`` on a spec's ``reward_model`` entry: the same scores as the local model, from a ModelActor."""
-    pytest.importorskip("torch")
-    from rewardflow.models import RewardModel
     from rewardflow.spec import parse_spec
-    from tests.models.conftest import RM_TEMPLATE, build_llama, build_tokenizer
 
-    tok = build_tokenizer(tmp_path, vocab_size=320, specials=["[INST]", "[/INST]"], template=RM_TEMPLATE)
-    path = str(build_llama(tmp_path, tok, head="seq-cls"))
-    with Engine(RewardModel(path, device="cpu")) as local:
-        expected = local.score(ROWS)
+    path, expected = _tiny_rm(tmp_path)
     spec = parse_spec(
         {
             "rewards": [
