@@ -81,8 +81,18 @@ def measure(fn: Any) -> tuple[Any, float]:
 # ----------------------------------------------------------------------------- part 1: GRPO, causal RM
 
 
-def build_causal_rm(directory: Path, rows: list[dict[str, Any]]) -> Path:
-    """A seeded random Llama-architecture sequence classifier and a no-pad BPE tokenizer trained on GSM8K."""
+def build_causal_rm(
+    directory: Path,
+    rows: list[dict[str, Any]],
+    *,
+    hidden: int = 256,
+    intermediate: int = 1024,
+    layers: int = 4,
+    heads: int = 4,
+    dtype: str | None = None,
+) -> Path:
+    """A seeded random Llama-architecture sequence classifier and a no-pad BPE tokenizer trained on GSM8K
+    (4 x 256 by default; ``bench/gpu_check.py`` also builds a 0.6B-parameter one, saved in ``dtype``)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
@@ -101,11 +111,11 @@ def build_causal_rm(directory: Path, rows: list[dict[str, Any]]) -> Path:
     fast.chat_template = TEMPLATE
     config = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=1024,
         num_labels=1,
         pad_token_id=None,
@@ -116,7 +126,9 @@ def build_causal_rm(directory: Path, rows: list[dict[str, Any]]) -> Path:
     model = LlamaForSequenceClassification(config)
     with torch.no_grad():
         for param in model.parameters():
-            param.normal_(0.0, 0.05)
+            param.normal_(0.0, 0.05 * (256 / hidden) ** 0.5)  # the same activation scale at any width
+    if dtype is not None:
+        model = model.to(getattr(torch, dtype))
     model.save_pretrained(directory)
     fast.save_pretrained(directory)
     return directory

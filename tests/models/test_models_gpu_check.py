@@ -37,6 +37,8 @@ def test_dry_run_passes_every_check_it_can_run_on_the_cpu() -> None:
         assert f"[ok] {name}" in out
     for name in ("pinned host copies", "pinned transfer rate", "memory back to baseline (cpu)", "device per rank"):
         assert f"[skip] {name}: needs CUDA" in out
+    assert "[ok] groups together == pass per group" in out  # the accelerator's grouping, run on the CPU
+    assert "[info] GRPO at scale (CPU side, not judged)" in out  # the scale check ran, on small shapes
     assert "[FAIL]" not in out
 
 
