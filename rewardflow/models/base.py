@@ -251,8 +251,15 @@ class ManagedModel:
     @property
     def precision(self) -> str:
         """The weight dtype in use, with the 16-bit guard's verdict once it has run (also in ``ScoreReport``)."""
-        name = str(self.dtype).removeprefix("torch.")
+        name = str(self._weight_dtype()).removeprefix("torch.")
         return name if self._verdict is None else f"{name} ({self._verdict})"
+
+    def _weight_dtype(self) -> Any:
+        """``dtype``, or for ``"auto"`` the checkpoint's own, once the model is built (until then ``"auto"``)."""
+        dtype = self.dtype
+        if dtype == "auto" and self._model is not None:
+            return getattr(self._model, "dtype", dtype)
+        return dtype
 
     @property
     def held(self) -> bool:
@@ -355,12 +362,11 @@ class ManagedModel:
 
     def _guard_due(self) -> bool:
         torch = import_torch()
-        return (
-            self.precision_guard is not None
-            and self._verdict is None
-            and self.device.type == "cpu"
-            and self.dtype in (torch.bfloat16, torch.float16)
-        )
+        if self.precision_guard is None or self._verdict is not None or self.device.type != "cpu":
+            return False
+        if self.dtype == "auto":  # the checkpoint's dtype decides: build the model to read it
+            self.load()
+        return self._weight_dtype() in (torch.bfloat16, torch.float16)
 
     def _precision_checked(
         self, run: Callable[[ManagedModel], list[float]], groups: Sequence[Any] | None = None
@@ -385,7 +391,7 @@ class ManagedModel:
             agreement = rank_agreement(low, reference, groups)
             if agreement is None:
                 return reference
-            name = str(self.dtype).removeprefix("torch.")
+            name = str(self._weight_dtype()).removeprefix("torch.")
             where = f"rank agreement {agreement:.4f} with float32 on the first {len(low)} samples"
             if agreement >= self.precision_guard:  # type: ignore[operator]
                 self._verdict = f"checked: {where}"

@@ -100,6 +100,26 @@ def test_a_call_with_nothing_to_rank_returns_float32_and_leaves_the_question_ope
     assert "rank agreement" in rm.last_report.precision
 
 
+def test_a_bf16_checkpoint_loaded_with_dtype_auto_is_checked_too(zoo: dict[str, Path], tmp_path: Path) -> None:
+    """``dtype="auto"`` keeps the checkpoint's dtype: a checkpoint saved in bf16 is a 16-bit model on the CPU."""
+    import shutil
+
+    import torch
+    import transformers
+
+    saved = tmp_path / "bf16"
+    shutil.copytree(zoo["token_cls"], saved)
+    model = transformers.AutoModelForTokenClassification.from_pretrained(str(saved)).to(torch.bfloat16)
+    model.save_pretrained(str(saved))
+    prompts, completions = grpo_rows(groups=2, size=6, seed=11)
+    rm = RewardModel(str(saved), head="token-cls", dtype="auto", precision_guard=-1.0)
+    rm(prompts, completions)
+    assert rm.last_report.precision.startswith("bfloat16 (checked: rank agreement"), rm.last_report.precision
+    fp32_saved = RewardModel(str(zoo["token_cls"]), head="token-cls", dtype="auto")
+    fp32_saved(prompts, completions)
+    assert fp32_saved.last_report.precision == "float32"  # an fp32 checkpoint: nothing to check
+
+
 def test_no_guard_where_it_does_not_apply(zoo: dict[str, Path]) -> None:
     path = str(zoo["token_cls"])
     prompts, completions = grpo_rows(groups=2, size=4)
