@@ -16,9 +16,9 @@ What comes back is never ambiguous:
 ``collect`` names files to read back from the working directory after the program ends (SandboxFusion's
 ``fetch_files``): ``RunResult.files`` holds those that exist there as regular files, each cut to
 ``Limits.output_bytes``; a name that resolves outside the directory (a symbolic link out of it) is not read. Under
-bwrap the directory is the sandbox's own tmpfs, gone when it ends, so a small collector runs inside the same
-sandbox after the program and writes the files to a descriptor the program itself never holds. A run stopped by
-its time limit brings no files back.
+bwrap the directory is the sandbox's own tmpfs, gone when it ends, so a small supervisor inside the same sandbox
+runs the program, then writes the files to a descriptor the program itself never holds. A run stopped by a limit
+brings no files back.
 
 Limits of the design: at the ``rlimits`` and ``unshare`` levels the program sees the host's file system (as the
 caller, or as uid 65534 when the caller is root); at ``rlimits`` a program that calls ``setsid`` and forks can
@@ -34,6 +34,7 @@ import os
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 from rewardflow.errors import IsolationError, SandboxError
 from rewardflow.sandbox.limits import Isolation, Limits
@@ -259,10 +261,10 @@ class Sandbox:
         limits: Limits,
         env: dict[str, str],
         as_pid1: bool,
-        collect: list[str] = [],  # noqa: B006 (read only)
+        collect: Sequence[str] = (),
     ) -> RunResult:
         status_r, status_w = os.pipe()
-        channel = None
+        channel: IO[bytes] | None = None
         extra: list[int] = []
         if collect:  # the collector's output: a host file the program cannot reach (closed for it, see below)
             channel = tempfile.TemporaryFile()
@@ -307,7 +309,7 @@ class Sandbox:
         stdin: bytes,
         limits: Limits,
         env: dict[str, str],
-        collect: list[str] = [],  # noqa: B006 (read only)
+        collect: Sequence[str] = (),
     ) -> RunResult:
         root = os.geteuid() == 0
         collected: dict[str, bytes] = {}
@@ -389,20 +391,20 @@ sys.exit(128 - code if code < 0 else code)
 
 
 def _with_collector(
-    argv: list[str], env: dict[str, str], collect: list[str], fd: int, python: str, cap: int
+    argv: list[str], env: dict[str, str], collect: Sequence[str], fd: int, python: str, cap: int
 ) -> tuple[list[str], dict[str, str]]:
     """``argv`` run under :data:`_SUPERVISOR`, which collects the files after it and writes them to ``fd``."""
-    extra = {"RF_COLLECT": json.dumps(collect), "RF_COLLECT_MAX": str(cap), "RF_COLLECT_FD": str(fd)}
+    extra = {"RF_COLLECT": json.dumps(list(collect)), "RF_COLLECT_MAX": str(cap), "RF_COLLECT_FD": str(fd)}
     return [python, "-I", "-S", "-c", _SUPERVISOR, *argv], dict(env, **extra)
 
 
-def _read_channel(channel: object) -> dict[str, bytes]:
-    """The collector's JSON, decoded; nothing when it did not run to the end (the program hit a limit)."""
+def _read_channel(channel: IO[bytes] | None) -> dict[str, bytes]:
+    """The supervisor's JSON, decoded; nothing when it did not run to the end (the program hit a limit)."""
     if channel is None:
         return {}
-    with channel:  # type: ignore[attr-defined]
-        channel.seek(0)  # type: ignore[attr-defined]
-        raw = channel.read()  # type: ignore[attr-defined]
+    with channel:
+        channel.seek(0)
+        raw = channel.read()
     try:
         found = json.loads(raw or b"{}")
         return {str(k): base64.b64decode(v) for k, v in found.items()}
@@ -423,15 +425,9 @@ def _read_back(workdir: str, names: Sequence[str], cap: int) -> dict[str, bytes]
         except OSError:
             continue
         with os.fdopen(fd, "rb") as f:
-            if stat_is_file(os.fstat(fd).st_mode):
+            if stat.S_ISREG(os.fstat(fd).st_mode):  # not a FIFO or a directory
                 out[name] = f.read(cap)
     return out
-
-
-def stat_is_file(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)
 
 
 def bwrap_args(extra_binds: Sequence[str], limits: Limits) -> list[str]:
