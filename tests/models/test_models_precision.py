@@ -134,20 +134,39 @@ def test_no_guard_where_it_does_not_apply(zoo: dict[str, Path]) -> None:
 
 
 def test_concurrent_first_calls_check_once(zoo: dict[str, Path]) -> None:
+    """Three threads make the first call together: one float32 copy is built, one verdict is reached, and after a
+    fallback no caller gets a bf16 score; both verdicts are forced (a guard any bf16 passes, and 1.0, which this
+    random RM's bf16 measurably fails)."""
     path = str(zoo["token_cls"])
     prompts, completions = grpo_rows(groups=3, size=6, seed=7)
     fp32 = RewardModel(path, head="token-cls")(prompts, completions)
-    rm = RewardModel(path, head="token-cls", dtype="bf16")
-    results: list[list[float]] = []
-    threads = [threading.Thread(target=lambda: results.append(rm(prompts, completions))) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(results) == 3 and "rank agreement" in rm.precision
-    if rm.precision.startswith("float32"):  # after a fallback no caller got a bf16 score
-        assert all(r == pytest.approx(fp32, abs=1e-6) for r in results)
-        assert rm.load_count == 2
+    raw = RewardModel(path, head="token-cls", dtype="bf16", precision_guard=None)(prompts, completions)
+    assert rank_agreement(raw, fp32, prompts) < 1.0  # the premise of the fallback case, measured
+    for guard, kept in ((-1.0, True), (1.0, False)):
+        rm = RewardModel(path, head="token-cls", dtype="bf16", precision_guard=guard)
+        build_twin = rm._float32_twin
+        twins: list[object] = []
+        rm._float32_twin = lambda build=build_twin, twins=twins: twins.append(1) or build()  # type: ignore[method-assign]
+        results: list[list[float]] = []
+
+        def call(rm: RewardModel = rm, results: list[list[float]] = results) -> None:
+            results.append(rm(prompts, completions))
+
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 3 and len(twins) == 1, (len(results), len(twins))
+        assert rm.precision.startswith("bfloat16 (checked" if kept else "float32 (bfloat16 fell back"), rm.precision
+
+        def same(a: list[float], b: list[float]) -> bool:
+            return max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-6
+
+        # the checked call returns float32's scores; the two that waited get the verdict's dtype
+        assert sum(same(r, fp32) for r in results) == (1 if kept else 3)
+        assert sum(same(r, raw) for r in results) == (2 if kept else 0)
+        assert rm.load_count == (1 if kept else 2)
 
 
 def test_similarity_in_bf16_is_checked_within_each_reference() -> None:
