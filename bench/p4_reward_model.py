@@ -49,6 +49,8 @@ from _common import gsm8k_rows, machine, table, timed
 
 from rewardflow import Sample
 from rewardflow.models import RewardModel
+from rewardflow.models.attention import FusedAttention, fused_blocker
+from rewardflow.models.attention import shared as shared_attention
 from rewardflow.models.base import PRECISION_GUARD
 from rewardflow.models.similarity import default_encoder_path
 
@@ -347,7 +349,7 @@ def minilm(n: int, rounds: int) -> None:
     rows = gsm8k_rows(n)
     samples = [Sample(r["prompt"], r["completion"]) for r in rows]
     seed_reward(samples[0].prompt, samples[0].completion)
-    rms = {"torch": load_rm(cpu_linear="torch")[0], "auto": load_rm()[0]}
+    rms = {"torch": load_rm(cpu_linear="torch", cpu_attention="torch")[0], "auto": load_rm()[0]}
     for rm in rms.values():
         rm.score(samples[:8])  # warm-up
     times: dict[str, list[float]] = {"seed": [], "torch": [], "auto": []}
@@ -379,8 +381,11 @@ def minilm(n: int, rounds: int) -> None:
     )
     labels = {
         "seed": "seed: one forward per completion",
-        "torch": f"RewardModel.score, cpu_linear='torch' (budget {rms['torch'].token_budget})",
-        "auto": f"RewardModel.score, default: {report.cpu_linear.split(' ')[0]} linears",
+        "torch": f"RewardModel.score, torch's kernels (budget {rms['torch'].token_budget})",
+        "auto": (
+            f"RewardModel.score, default: {report.cpu_linear.split(' ')[0]} linears, "
+            f"{report.cpu_attention.split(' ')[0]} attention"
+        ),
     }
     table_rows = [("path", "seconds (best)", "all rounds", "samples/s", "GFLOP/s", "of matmul peak")]
     for key, label in labels.items():
@@ -411,8 +416,14 @@ def minilm(n: int, rounds: int) -> None:
     share = flops / best["auto"] / peak
     print(
         f"RewardModel.score (default) at {share:.0%} of the median peak ({flops / best['auto'] / max(shaped):.0%} "
-        f"of the highest); target >= 85 %: {share >= 0.85}; {best['torch'] / best['auto']:.2f}x cpu_linear='torch'; "
-        f"linear layers: {report.cpu_linear}; prefix sharing: {report.prefix_sharing}"
+        f"of the highest); target >= 85 %: {share >= 0.85}; {best['torch'] / best['auto']:.2f}x torch's kernels "
+        f"(cpu_linear='torch', cpu_attention='torch'); linear layers: {report.cpu_linear}; attention: "
+        f"{report.cpu_attention}; prefix sharing: {report.prefix_sharing}"
+    )
+    fused = shared_attention()
+    print(
+        f"fused attention graphs compiled in this process: {fused.compiled} (one per sequence length seen), "
+        f"{fused.compile_s:.2f} s in all, spent in the first calls that met each length (round 1 and the warm-up)"
     )
     diff = max(abs(a - b) for k in ("torch", "auto") for a, b in zip(scores["seed"], scores[k], strict=True))
     print(f"max |seed - rewardflow| score: {diff:.1e} (must be < 1e-4: {diff < 1e-4})")
@@ -421,10 +432,21 @@ def minilm(n: int, rounds: int) -> None:
     ceiling = flops / (linear / peak + seconds) / peak
     print(
         f"ceiling on this CPU: {ceiling:.0%} of the peak, if every linear layer ran at the peak and everything but "
-        f"attention were free: attention's {attention / 1e9:.1f} GFLOP take at least {seconds:.2f} s at torch's "
-        f"fastest fp32 CPU attention for each sequence length (per sequence, unmasked, best of "
+        f"attention were free: attention's {attention / 1e9:.1f} GFLOP take at least {seconds:.2f} s at the "
+        f"fastest fp32 CPU attention torch offers for each sequence length (per sequence, unmasked, best of "
         f"{', '.join(f'{k} {v / 1e9:.0f}' for k, v in kernel_rates.items())} GFLOP/s over these lengths); "
         f"RewardModel.score reaches {share / ceiling:.0%} of that ceiling"
+    )
+    chains = [_chain_rate() for _ in range(3)]
+    chain = max(chains)
+    in_model = flops / (linear / chain + seconds) / peak
+    print(
+        f"linear layers in a model: MiniLM's 36 GEMMs run back to back (6 layers' own prepacked weights, each "
+        f"output the next input, GELU fused, {_SHAPE_ROWS} rows, oneDNN) reach {chain / 1e9:.0f} GFLOP/s, "
+        f"{chain / peak:.0%} of the peak (best of {', '.join(f'{c / 1e9:.0f}' for c in chains)}): each call finds "
+        f"its weights and input out of cache, where the peak's repeated call finds them in it; ceiling with the "
+        f"linear layers at that rate and the attention floor above: {in_model:.0%} of the peak; RewardModel.score "
+        f"reaches {share / in_model:.0%} of it"
     )
 
 
@@ -432,7 +454,8 @@ def _attention_floor(samples: list[Sample]) -> tuple[float, dict[str, float]]:
     """The least time torch's fp32 CPU kernels take for MiniLM's attention on these samples (all 6 layers).
 
     Each sequence alone (no padding, no mask: what packed rows run), timed per distinct length for each kernel,
-    best of 5: fused ``scaled_dot_product_attention`` and the eager matmul-softmax-matmul. The floor takes the faster
+    best of 5: ``scaled_dot_product_attention`` (torch's flash kernel), the eager matmul-softmax-matmul, and
+    oneDNN's fused graph (``rewardflow.models.attention``, when this torch has it). The floor takes the fastest
     kernel for each length. Returns ``(seconds, kernel -> its own FLOP/s over all sequences)``.
     """
     import collections
@@ -448,7 +471,10 @@ def _attention_floor(samples: list[Sample]) -> tuple[float, dict[str, float]]:
     def eager(q: Any, k: Any, v: Any) -> Any:
         return torch.matmul(torch.matmul(q, k.transpose(-1, -2)).mul_(dim**-0.5).softmax(-1), v)
 
-    kernels = {"sdpa": torch.nn.functional.scaled_dot_product_attention, "eager": eager}
+    kernels: dict[str, Any] = {"sdpa": torch.nn.functional.scaled_dot_product_attention, "eager": eager}
+    if fused_blocker() is None:
+        graphs = FusedAttention()
+        kernels["onednn-graph"] = lambda q, k, v: graphs(q, k, v, dim**-0.5)
     per_kernel = dict.fromkeys(kernels, 0.0)
     floor = 0.0
     for length, count in counts.items():
@@ -463,6 +489,37 @@ def _attention_floor(samples: list[Sample]) -> tuple[float, dict[str, float]]:
         floor += min(best.values()) * count * layers
     total = sum(4 * n * n * heads * dim * c * layers for n, c in counts.items())
     return floor, {name: total / t for name, t in per_kernel.items()}
+
+
+def _chain_rate(repeats: int = 10) -> float:
+    """fp32 FLOP/s of MiniLM's 36 linear layers run back to back through oneDNN, as a forward pass runs them.
+
+    Six layers, each with its own prepacked weights (query, key, value, output, FFN up with the GELU fused, FFN
+    down), ``_SHAPE_ROWS`` rows; each output feeds the next layer as the model's would. Best of ``repeats`` passes.
+    """
+    import torch
+
+    op = torch.ops.mkldnn._linear_pointwise.default
+    gen = torch.Generator().manual_seed(0)
+
+    def weight(k: int, n: int) -> tuple[Any, Any]:
+        w = torch.randn(n, k, generator=gen) * k**-0.5
+        return torch.ops.mkldnn._reorder_linear_weight(w, _SHAPE_ROWS), torch.zeros(n)
+
+    layers = [[weight(k, n) for k, n in _MINILM_LINEARS] for _ in range(6)]
+
+    def forward(h: Any) -> Any:
+        for (wq, bq), (wk, bk), (wv, bv), (wo, bo), (wu, bu), (wd, bd) in layers:
+            _, _, v = (op(h, w, b, "none", [], "") for w, b in ((wq, bq), (wk, bk), (wv, bv)))
+            o = op(v, wo, bo, "none", [], "")  # attention would mix q, k and v here
+            h = op(op(o, wu, bu, "gelu", [], "none"), wd, bd, "none", [], "")
+        return h
+
+    x = torch.randn(_SHAPE_ROWS, 384, generator=gen)
+    with torch.inference_mode():
+        forward(x)
+        seconds = min(measure(lambda: forward(x))[1] for _ in range(repeats))
+    return 6 * sum(2 * _SHAPE_ROWS * k * n for k, n in _MINILM_LINEARS) / seconds
 
 
 def _seed_flops(samples: list[Sample]) -> tuple[int, int]:
@@ -550,9 +607,12 @@ def levers(n: int, rounds: int, compile_too: bool) -> None:
 
     rows = gsm8k_rows(n)
     samples = [Sample(r["prompt"], r["completion"]) for r in rows]
-    variants: dict[str, Any] = {"default (cpu_linear='auto', packed rows, budget 1024)": load_rm()[0]}
+    variants: dict[str, Any] = {
+        "default (cpu_linear='auto', cpu_attention='torch', packed rows, budget 1024)": load_rm()[0]
+    }
     variants["cpu_linear='torch'"] = load_rm(cpu_linear="torch")[0]
     variants["cpu_linear='onednn' (forced; fused GELU, prepacked)"] = load_rm(cpu_linear="onednn")[0]
+    variants["cpu_attention='onednn' (fused oneDNN graph)"] = load_rm(cpu_attention="onednn")[0]
     for budget in (256, 512, 2048, 4096):
         variants[f"token_budget={budget}"] = load_rm(token_budget=budget)[0]
     variants["max_batch_size=1 (no batching)"] = load_rm(max_batch_size=1)[0]

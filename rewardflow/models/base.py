@@ -35,6 +35,7 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from rewardflow.errors import ConfigError, ModelError
+from rewardflow.models.attention import CPU_ATTENTION, choose_cpu_attention
 from rewardflow.models.batching import MicroBatchPlan, pack_micro_batches, plan_micro_batches
 from rewardflow.models.kernels import CPU_LINEAR, choose_cpu_linear, drop_prepacked
 from rewardflow.models.loading import Checkpoint, import_torch, resolve_device, resolve_dtype, safetensors_errors
@@ -95,6 +96,7 @@ class ScoreReport:
     shared_groups: int = 0  # groups of samples whose common prompt prefix ran once
     shared_tokens: int = 0  # prefix tokens not recomputed thanks to that
     cpu_linear: str = ""  # what runs the linear layers: "onednn (...)" or "torch (...)" (rewardflow.models.kernels)
+    cpu_attention: str = ""  # what runs packed attention: "onednn (...)" or "torch (...)" (rewardflow.models.attention)
     packing: str = "off"  # "on", or "off: <why>": sequences end to end without padding (rewardflow.models.packing)
     precision: str = ""  # the weight dtype, and the 16-bit guard's verdict where it ran (ManagedModel.precision)
 
@@ -150,6 +152,9 @@ class ManagedModel:
             e.g. a classification head on a base encoder); off, because random weights give random rewards.
         cpu_linear: ``"auto"`` (default), ``"onednn"`` or ``"torch"``: which kernel runs fp32 linear layers on a
             CPU compute device (:mod:`rewardflow.models.kernels`; ``auto`` measures once per process).
+        cpu_attention: ``"torch"`` (default: SDPA) or ``"onednn"``: whether a packed pass's bidirectional attention
+            runs as oneDNN's fused graph (:mod:`rewardflow.models.attention`; fp32 on the CPU only; an opt-in lever
+            that pays off with longer sequences).
         packing: on the CPU, lay each micro-batch's sequences end to end with no padding and attend within each
             (:mod:`rewardflow.models.packing`); used only after a probe finds the outputs unchanged, and only by
             subclasses that read packed rows (``RewardModel``, ``SimilarityReward``).
@@ -180,6 +185,7 @@ class ManagedModel:
         cpu_linear: str = "auto",
         packing: bool = True,
         precision_guard: float | None = PRECISION_GUARD,
+        cpu_attention: str = "torch",
     ) -> None:
         if max_length < 1:
             raise ConfigError(f"max_length must be >= 1, got {max_length}")
@@ -189,6 +195,8 @@ class ManagedModel:
             raise ConfigError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}")
         if cpu_linear not in CPU_LINEAR:
             raise ConfigError(f"cpu_linear must be 'auto', 'onednn' or 'torch', got {cpu_linear!r}")
+        if cpu_attention not in CPU_ATTENTION:
+            raise ConfigError(f"cpu_attention must be 'torch' or 'onednn', got {cpu_attention!r}")
         plan_micro_batches([], 1 if token_budget is None else token_budget, max_batch_size)  # validates both
         if precision_guard is not None and not -1.0 <= precision_guard <= 1.0:
             raise ConfigError(f"precision_guard must be a rank correlation in [-1, 1] or None, got {precision_guard}")
@@ -207,6 +215,9 @@ class ManagedModel:
         self.allow_missing_weights = bool(allow_missing_weights)
         self.cpu_linear = cpu_linear
         self.cpu_linear_used = ""  # set at load: "onednn (why)" or "torch (why)"
+        self.cpu_attention = cpu_attention
+        self.cpu_attention_used = ""  # set at load, as cpu_linear_used
+        self._fused_attention: Any = None  # the kernel packed passes hand bidirectional spans to, or None
         self.packing = bool(packing)
         self._packing_blocker: str | None = None  # why packed rows cannot run ("" = they can), probed once per load
         self.precision_guard = precision_guard
@@ -484,6 +495,9 @@ class ManagedModel:
         self._model, self._tokenizer = model, tokenizer
         self._after_load()
         self.cpu_linear_used = choose_cpu_linear(model, self.device, self.cpu_linear)
+        self.cpu_attention_used, self._fused_attention = choose_cpu_attention(
+            self.device, next(model.parameters()).dtype, self.cpu_attention
+        )
         try:
             self._store = WeightStore(model, self.offload_mode, self.device, self.checkpoint.files)
         except (OSError, *safetensors_errors()) as exc:
@@ -534,6 +548,7 @@ class ManagedModel:
                     shared_groups=stats.get("shared_groups", 0),
                     shared_tokens=stats.get("shared_tokens", 0),
                     cpu_linear=self.cpu_linear_used,
+                    cpu_attention=self.cpu_attention_used,
                     packing=stats.get("packing", "off"),
                     precision=self.precision,
                 )
@@ -640,7 +655,7 @@ class ManagedModel:
         if encoded.token_type_ids is not None and self._accepts_token_types:
             inputs["token_type_ids"] = torch.tensor([pack_rows([encoded.token_type_ids[i] for i in rows])[0]])
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        with packed_pass([len(s) for s in seqs]) as spans:
+        with packed_pass([len(s) for s in seqs], self._fused_attention) as spans:
             out = self._read_packed(inputs, encoded, rows, starts)
         if spans.calls == 0:
             raise PackingRefused("no attention layer went through the packed attention function")

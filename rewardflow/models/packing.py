@@ -16,7 +16,9 @@ How, with transformers' own interfaces rather than a copy of the model code:
   ``AttentionMaskInterface``). Outside a packed pass they *are* transformers' ``sdpa`` functions, called with the
   same arguments, so the padded path and prefix sharing compute exactly what ``sdpa`` computes. During a packed
   pass (a context variable holds the spans), the mask function returns ``None`` and the attention function runs
-  :func:`torch.nn.functional.scaled_dot_product_attention` once per span, causal or not as the layer says;
+  :func:`torch.nn.functional.scaled_dot_product_attention` once per span, causal or not as the layer says, or,
+  for a bidirectional span where the model opted in, oneDNN's fused attention graph
+  (:mod:`rewardflow.models.attention`, ``cpu_attention="onednn"``);
 * position ids restart for every sequence where the model starts them (0, or the pad id + 1 for RoBERTa-style
   position tables, :func:`rewardflow.models.base.position_offset`);
 * the score is read at each sequence's read position of the packed row (a base model plus linear head), or, for
@@ -42,6 +44,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewardflow.models.attention import MAX_LENGTH, MIN_LENGTH
+
 __all__ = ["NAME", "PackingRefused", "Spans", "pack_rows", "packed_pass", "register"]
 
 #: the attention implementation name under which rewardflow's functions are registered in transformers
@@ -64,19 +68,26 @@ class Spans:
     longest: int
     calls: int = 0
     shapes: set[tuple[int, ...]] = field(default_factory=set)
+    fused: Any = None  # a rewardflow.models.attention.FusedAttention for bidirectional spans, or None: SDPA
+    fused_spans: int = 0  # span attentions the fused kernel ran
 
 
 _ACTIVE: contextvars.ContextVar[Spans | None] = contextvars.ContextVar("rewardflow_packed_spans", default=None)
 
 
 @contextmanager
-def packed_pass(lengths: Sequence[int]) -> Iterator[Spans]:
-    """Within the block, models set to :data:`NAME` attend within each of these consecutive spans only."""
+def packed_pass(lengths: Sequence[int], fused: Any = None) -> Iterator[Spans]:
+    """Within the block, models set to :data:`NAME` attend within each of these consecutive spans only.
+
+    ``fused`` (a :class:`~rewardflow.models.attention.FusedAttention`) runs the bidirectional spans of
+    :data:`~rewardflow.models.attention.MIN_LENGTH` to :data:`~rewardflow.models.attention.MAX_LENGTH` tokens;
+    SDPA runs the rest.
+    """
     bounds, start = [], 0
     for n in lengths:
         bounds.append((start, start + n))
         start += n
-    spans = Spans(bounds, start, max(lengths, default=0))
+    spans = Spans(bounds, start, max(lengths, default=0), fused=fused)
     token = _ACTIVE.set(spans)
     try:
         yield spans
@@ -130,14 +141,17 @@ def _attention(
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     heads, width = query.shape[1], value.shape[-1]
     out = query.new_empty(1, spans.total, heads, width)
+    fused = None if causal else spans.fused  # causal spans keep SDPA's flash kernel (it skips the masked half)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5  # SDPA's own default
     for start, end in spans.bounds:
-        piece = torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, start:end],
-            key[:, :, start:end],
-            value[:, :, start:end],
-            scale=scaling,
-            is_causal=causal and end - start > 1,
-        )
+        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+        if fused is not None and MIN_LENGTH <= end - start <= MAX_LENGTH:
+            piece = fused(q, k, v, scale)
+            spans.fused_spans += 1
+        else:
+            piece = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, scale=scale, is_causal=causal and end - start > 1
+            )
         out[0, start:end] = piece[0].transpose(0, 1)
     spans.calls += 1
     spans.shapes.add(tuple(query.shape))

@@ -109,8 +109,8 @@ class RewardModel(ManagedModel):
             (:class:`~rewardflow.models.base.ManagedModel`; ``None``: off).
         truncation_side: ``"ends"`` (default: keep both ends), ``"left"`` or ``"right"`` (plain cuts).
         timeout: default engine timeout for one batch call, in seconds (the spec's ``timeout`` overrides it).
-        **options: device, dtype, offload, max_length, padding_side, token_budget,
-            max_batch_size, trust_remote_code, allow_missing_weights, cpu_linear (see :class:`ManagedModel`).
+        **options: device, dtype, offload, max_length, padding_side, token_budget, max_batch_size,
+            trust_remote_code, allow_missing_weights, cpu_linear, cpu_attention (see :class:`ManagedModel`).
     """
 
     __rewardflow__ = RewardOptions(name="reward_model", kind=Kind.BATCH)
@@ -144,6 +144,7 @@ class RewardModel(ManagedModel):
         allow_missing_weights: bool = False,
         cpu_linear: str = "auto",
         precision_guard: float | None = PRECISION_GUARD,
+        cpu_attention: str = "torch",
     ) -> None:
         self._arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # for the guard
         if head not in _HEADS:
@@ -177,6 +178,7 @@ class RewardModel(ManagedModel):
             cpu_linear=cpu_linear,
             packing=packing,
             precision_guard=precision_guard,
+            cpu_attention=cpu_attention,
         )
         self.head = _HEADS[head]
         self.score_index = score_index

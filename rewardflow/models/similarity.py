@@ -54,10 +54,10 @@ class SimilarityReward(ManagedModel):
         pooling: ``"mean"`` (masked mean of token states, as all-MiniLM-L6-v2 was trained) or ``"cls"``.
         max_length: token limit per text; default the encoder's ``sentence_bert_config.json`` value, else 512.
         timeout: default engine timeout for one batch call, in seconds.
-        **options: device, dtype, offload, token_budget, max_batch_size, trust_remote_code, cpu_linear, packing,
-            precision_guard (see :class:`~rewardflow.models.base.ManagedModel`; the guard ranks within the samples
-            that share a reference, and checks :meth:`score_texts`, not :meth:`embed`). Texts are truncated on the
-            right.
+        **options: device, dtype, offload, token_budget, max_batch_size, trust_remote_code, cpu_linear,
+            cpu_attention, packing, precision_guard (see :class:`~rewardflow.models.base.ManagedModel`; the guard
+            ranks within the samples that share a reference, and checks :meth:`score_texts`, not :meth:`embed`).
+            Texts are truncated on the right.
     """
 
     __rewardflow__ = RewardOptions(name="similarity", kind=Kind.BATCH)
@@ -79,6 +79,7 @@ class SimilarityReward(ManagedModel):
         cpu_linear: str = "auto",
         packing: bool = True,
         precision_guard: float | None = PRECISION_GUARD,
+        cpu_attention: str = "torch",
     ) -> None:
         self._arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # for the guard
         if pooling not in _POOLINGS:
@@ -99,6 +100,7 @@ class SimilarityReward(ManagedModel):
             cpu_linear=cpu_linear,
             packing=packing,
             precision_guard=precision_guard,
+            cpu_attention=cpu_attention,
         )
         self.reference = reference
         self.pooling = pooling
