@@ -668,6 +668,72 @@ def levers(n: int, rounds: int, compile_too: bool) -> None:
         print(f"torch.compile: first call (compile + score) took {compile_s:.1f} s wall")
 
 
+# ----------------------------------------------------------------------------- part "attention": the opt-in lever
+
+
+def attention_ab(n: int, rounds: int) -> None:
+    """MiniLM with ``cpu_attention='torch'`` and ``'onednn'``, interleaved: the whole call, and its attention alone.
+
+    The attention function rewardflow registers with transformers is wrapped by a timer, so "attention" is the
+    time spent in it during the call: the per-span kernels, their copies and the writes into the packed output.
+    """
+    import torch
+    from transformers import AttentionInterface
+
+    from rewardflow.models import packing
+
+    rows = gsm8k_rows(n)
+    samples = [Sample(r["prompt"], r["completion"]) for r in rows]
+    spent = [0.0]
+    original = packing._attention
+    clock = time.process_time if CLOCK["name"] == "cpu" else time.perf_counter
+
+    def timed_attention(*args: Any, **kwargs: Any) -> Any:
+        start = clock()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[0] += clock() - start
+
+    packing.register()
+    AttentionInterface.register(packing.NAME, timed_attention)
+    rms = {kernel: load_rm(cpu_attention=kernel)[0] for kernel in ("torch", "onednn")}
+    for rm in rms.values():
+        rm.score(samples)  # warm-up over every length: the fused graphs are compiled here, once
+    calls: dict[str, list[float]] = {k: [] for k in rms}
+    attention: dict[str, list[float]] = {k: [] for k in rms}
+    scores: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for kernel, rm in rms.items():
+            spent[0] = 0.0
+            scores[kernel], seconds = measure(lambda rm=rm: rm.score(samples))
+            calls[kernel].append(seconds)
+            attention[kernel].append(spent[0])
+    AttentionInterface.register(packing.NAME, original)
+    fused = shared_attention()
+    print(f"P4 attention: MiniLM on {n} GSM8K completions, {torch.get_num_threads()} torch thread(s), best of {rounds}")
+    out = [("cpu_attention", "call s (best)", "all rounds", "attention s (best)", "attention GFLOP/s")]
+    _, flops = _seed_flops(samples)
+    for kernel in rms:
+        out.append(
+            (
+                kernel,
+                f"{min(calls[kernel]):.2f}",
+                ", ".join(f"{v:.2f}" for v in calls[kernel]),
+                f"{min(attention[kernel]):.2f}",
+                f"{flops / min(attention[kernel]) / 1e9:.0f}",
+            )
+        )
+    print(table(out))
+    diff = max(abs(a - b) for a, b in zip(scores["torch"], scores["onednn"], strict=True))
+    print(
+        f"onednn vs torch: call {min(calls['torch']) / min(calls['onednn']):.2f}x, attention "
+        f"{min(attention['torch']) / min(attention['onednn']):.2f}x; max |score diff| {diff:.1e}; "
+        f"{fused.compiled} graphs compiled in {fused.compile_s:.2f} s (warm-up); "
+        f"{rms['onednn'].last_report.cpu_attention}"
+    )
+
+
 # ----------------------------------------------------------------------------- part "similarity": packed rows
 
 
@@ -755,7 +821,8 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["grpo", "minilm", "lifecycle", "levers", "similarity", "all"], default="all")
+    parts = ["grpo", "minilm", "lifecycle", "levers", "attention", "similarity", "all"]
+    parser.add_argument("--part", choices=parts, default="all")
     parser.add_argument("--compile", action="store_true", help="levers: also time torch.compile (slow to build)")
     parser.add_argument("--prompts", type=int, default=16, help="GRPO prompts (x G=8); 64 is the full shape")
     parser.add_argument("--minilm-n", type=int, default=256, help="GSM8K completions for the MiniLM part")
@@ -783,6 +850,8 @@ def main() -> None:
         lifecycle()
     if args.part == "levers":
         levers(args.minilm_n, args.rounds, args.compile)
+    if args.part == "attention":
+        attention_ab(args.minilm_n, args.rounds)
     if args.part in ("similarity", "all"):
         similarity(args.minilm_n, args.rounds)
 

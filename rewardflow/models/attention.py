@@ -27,11 +27,11 @@ Why it is shaped the way it is:
 
 ``cpu_attention="onednn"`` opts in; the default, ``"torch"``, keeps SDPA, because inside a whole model the gain
 shrinks: the graphs of different buckets take turns, each with its own buffers, and a packed row mixes lengths.
-Bench P4 measured MiniLM's attention 1.18x faster in place (1.06 s against 1.25 s for 256 GSM8K solutions) and the
-whole scoring call 2-3 % faster, for up to ~280 MB of compiled graphs: a lever (attention's share of the work
-grows with the length of the sequences), not a default. A fused graph is used only where it agrees
-with SDPA to float rounding on a check run once per process; TorchScript is deprecated in torch, and when it goes
-the check fails and SDPA runs, with the reason in ``ScoreReport.cpu_attention``.
+Bench P4 (``--part attention``) measured MiniLM's attention 1.19x faster in place (1.07 s against 1.28 s for 256
+GSM8K solutions) and the whole scoring call 1.04x, for up to ~280 MB of compiled graphs: a lever (attention's
+share of the work grows with the length of the sequences), not a default. A fused graph is used only where it
+agrees with SDPA to float rounding on a check run once per process; TorchScript is deprecated in torch, and when
+it goes the check fails and SDPA runs, with the reason in ``ScoreReport.cpu_attention``.
 """
 
 from __future__ import annotations
