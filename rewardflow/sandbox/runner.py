@@ -287,8 +287,7 @@ class Sandbox:
         if child is None and limit is None:
             raise SandboxError(f"bwrap could not start the program: {stderr.decode(errors='replace').strip()[:500]}")
         if exited is not None and limit is None:
-            code = int(exited["exit-code"])
-            exit_code, sig = (None, code - 128) if code > 128 else (code, None)
+            exit_code, sig = _shell_status(int(exited["exit-code"]))
         elif limit is None:
             detail = stderr.decode(errors="replace").strip()[:500]
             raise SandboxError(
@@ -356,11 +355,22 @@ class Sandbox:
             shutil.rmtree(workdir, ignore_errors=True)
         if exit_code == 127 and level is Isolation.UNSHARE and b"unshare failed" in stderr:
             raise SandboxError(f"unshare could not start the program: {stderr.decode(errors='replace')[:500]}")
-        if level is Isolation.UNSHARE and exit_code is not None and exit_code > 128:
-            exit_code, sig = None, exit_code - 128
+        if level is Isolation.UNSHARE and exit_code is not None:
+            exit_code, sig = _shell_status(exit_code)
         if sig == signal.SIGXCPU:
             limit = "time limit"
         return RunResult(exit_code, sig, stdout, stderr, limit, wall, level, files=collected)
+
+
+def _shell_status(code: int) -> tuple[int | None, int | None]:
+    """``(exit_code, signal)`` from a status in the shell's form, where a death by signal N reads as 128 + N.
+
+    bwrap and the ``unshare`` level's shell report that way, so a program that itself exits with 128 + N reads as
+    killed by N. Only 129 up to 128 + SIGRTMAX can be a signal: 193-255 (255 is ``exit(-1)``) stay exit codes.
+    """
+    if 0 < code - 128 <= signal.SIGRTMAX:
+        return None, code - 128
+    return code, None
 
 
 #: Runs the program inside the sandbox, then reads the files named in RF_COLLECT that resolve inside the working

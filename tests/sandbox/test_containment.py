@@ -285,6 +285,10 @@ def test_a_program_that_signals_itself_dies_of_it_at_every_level(level: Isolatio
         assert (result.exit_code, result.signal, result.stdout) == (None, sig, b""), (level, result)
     plain = sandbox.run([sandbox.python, "-c", "raise SystemExit(5)"])
     assert (plain.exit_code, plain.signal) == (5, None)
+    for code, want in ((-1, 255), (255, 255), (200, 200)):  # past 128 + SIGRTMAX: no signal can read as these
+        result = sandbox.run([sandbox.python, "-c", f"raise SystemExit({code})"])
+        assert (result.exit_code, result.signal) == (want, None), (level, code, result)
+        assert result.describe() == f"exit code {want}"
 
 
 @pytest.mark.parametrize("level", _levels())
