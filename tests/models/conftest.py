@@ -174,6 +174,19 @@ def per_sample_reference(path: Path, head: str, ids: list[list[int]], index: int
     return out
 
 
+def classifier_one_by_one(path: Path, prompts: list[str], completions: list[str]) -> list[float]:
+    """Plain transformers: a 1-label sequence classifier (head seeded with 0) on each (prompt, completion) pair
+    alone, unpadded, as the reference a batched or packed path must equal."""
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    with torch.no_grad():
+        return [
+            float(model(**tok(p, c, return_tensors="pt")).logits[0, 0])
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+
+
 def tiny_checkpoint(
     zoo: dict[str, Path], directory: Path, arch: str, seed: int, *, cls: str = "ForSequenceClassification", **extra
 ) -> Path:

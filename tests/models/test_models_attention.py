@@ -10,7 +10,6 @@ import threading
 
 import pytest
 import torch
-import transformers
 
 from rewardflow.data import gsm8k_examples
 from rewardflow.errors import ConfigError
@@ -18,6 +17,7 @@ from rewardflow.models import RewardModel
 from rewardflow.models import attention as fused_attention
 from rewardflow.models.attention import MAX_LENGTH, MIN_LENGTH, FusedAttention, bucket, choose_cpu_attention
 from rewardflow.models.packing import _attention, packed_pass
+from tests.models.conftest import classifier_one_by_one
 
 # Skipped only where torch has no oneDNN Graph fuser at all; a fuser that is there but computes otherwise than
 # SDPA fails test_the_fused_graph_is_usable_here instead of skipping the rest.
@@ -144,14 +144,7 @@ def test_minilm_with_the_fused_graph_scores_as_transformers_does() -> None:
     assert reports["torch"].cpu_attention == "torch (cpu_attention='torch')"
     assert reports["onednn"].packing == "on"
     assert scores["onednn"] == pytest.approx(scores["torch"], abs=1e-5)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(str(path))
-    with torch.no_grad():
-        alone = [
-            float(model(**tok(p, c, return_tensors="pt")).logits[0, 0])
-            for p, c in zip(prompts, completions, strict=True)
-        ]
+    alone = classifier_one_by_one(path, prompts, completions)
     assert scores["onednn"] == pytest.approx(alone, abs=1e-5)
     assert len({round(s, 5) for s in alone}) > 10  # the scores differ from row to row: the check has teeth
 
@@ -175,28 +168,28 @@ def default_path() -> object:
     return default_encoder_path()
 
 
-def test_a_torch_without_the_fuser_falls_back_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(torch.jit, "enable_onednn_fusion")
+def _broken_trace(*args: object, **kwargs: object) -> object:
+    raise RuntimeError("TorchScript is gone")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "why"),
+    [
+        ("missing", "this torch has no oneDNN Graph fuser (torch.jit.enable_onednn_fusion)"),
+        ("failing", "the oneDNN Graph fuser failed here (RuntimeError: TorchScript is gone)"),
+    ],
+)
+def test_a_torch_whose_fuser_is_missing_or_fails_falls_back_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, breakage: str, why: str
+) -> None:
+    if breakage == "missing":
+        monkeypatch.delattr(torch.jit, "enable_onednn_fusion")
+    else:
+        monkeypatch.setattr(torch.jit, "trace", _broken_trace)
     fused_attention.fused_blocker.cache_clear()
     try:
         reason, kernel = choose_cpu_attention(torch.device("cpu"), torch.float32, "onednn")
     finally:
         monkeypatch.undo()
         fused_attention.fused_blocker.cache_clear()
-    assert kernel is None
-    assert reason == "torch (this torch has no oneDNN Graph fuser (torch.jit.enable_onednn_fusion))"
-
-
-def test_a_fuser_that_fails_falls_back_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object, **kwargs: object) -> object:
-        raise RuntimeError("TorchScript is gone")
-
-    monkeypatch.setattr(torch.jit, "trace", broken)
-    fused_attention.fused_blocker.cache_clear()
-    try:
-        reason, kernel = choose_cpu_attention(torch.device("cpu"), torch.float32, "onednn")
-    finally:
-        monkeypatch.undo()
-        fused_attention.fused_blocker.cache_clear()
-    assert kernel is None
-    assert reason == "torch (the oneDNN Graph fuser failed here (RuntimeError: TorchScript is gone))"
+    assert (reason, kernel) == (f"torch ({why})", None)

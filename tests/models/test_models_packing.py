@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers
 
 from rewardflow.data import gsm8k_examples
 from rewardflow.models import RewardModel
 from rewardflow.models.batching import pack_micro_batches, plan_micro_batches
 from rewardflow.models.packing import NAME, pack_rows, packed_pass, register
-from tests.models.conftest import per_sample_reference, tiny_checkpoint
+from tests.models.conftest import classifier_one_by_one, per_sample_reference, tiny_checkpoint
 
 WORDS = "the quick brown fox jumps over lazy dog janet has sixteen eggs sells rest two dollars each".split()
 
@@ -96,14 +95,7 @@ def test_minilm_on_gsm8k_packed_equals_padded_and_per_sample() -> None:
     assert reports[True].padded_tokens == reports[True].real_tokens
     assert reports[False].padded_tokens > reports[False].real_tokens
     assert scores[True] == pytest.approx(scores[False], abs=1e-5)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(str(path))
-    with torch.no_grad():
-        alone = [
-            float(model(**tok(p, c, return_tensors="pt")).logits[0, 0])
-            for p, c in zip(prompts[:8], completions[:8], strict=True)
-        ]
+    alone = classifier_one_by_one(path, prompts[:8], completions[:8])
     assert scores[True][:8] == pytest.approx(alone, abs=1e-5)
     assert len({round(s, 5) for s in scores[True]}) > 20
 
