@@ -8,8 +8,8 @@ oneDNN's linear layers. For MiniLM on GSM8K solutions that made attention 7.5 % 
 oneDNN has its own fused attention: its Graph API compiles ``matmul -> scale -> add mask -> softmax -> matmul``
 into one partition that uses the CPU's widest instructions. Torch reaches it through its TorchScript fuser
 (``torch.jit.enable_onednn_fusion``, the "LLGA" pass): a traced function of that pattern runs as one oneDNN
-partition. Measured on one Zen 5 core, 12 heads x 32 wide, over lengths 40-400: 107 GFLOP/s against SDPA's 69
-(1.55x, padding included), within 1e-6 of it.
+partition. Bench P4's attention floor (MiniLM's 12 heads x 32 wide, each GSM8K solution's length timed alone, one
+Zen 5 core): 101 GFLOP/s against SDPA's 65 (1.55x, padding included), within 1e-6 of it.
 
 Why it is shaped the way it is:
 
