@@ -17,7 +17,7 @@ Why it is shaped the way it is:
   for 64-500 tokens, and oneDNN keeps part of it cached after the graph is dropped). One graph per exact length
   ran 1.97x SDPA but took 4.3 GB for the 480 lengths from 32 to 511. So lengths are rounded up to a bucket
   (:func:`bucket`: 16 tokens up to 256, 32 beyond) and the padded keys are masked out: at most 23 graphs per head
-  layout, ~280 MB for all buckets up to 512 tokens, compiled once each (4-50 ms);
+  layout, 264 MB for all buckets up to 512 tokens (bench P4), compiled once each (4-50 ms);
 * spans longer than :data:`MAX_LENGTH` keep SDPA, whose flash kernel never holds the whole score matrix, and so
   do spans shorter than :data:`MIN_LENGTH`, where a fused call's fixed cost (~30 us) outweighs its speed;
 * bidirectional only: causal spans keep SDPA, whose flash kernel skips the masked half of the scores that a
@@ -27,8 +27,8 @@ Why it is shaped the way it is:
 
 ``cpu_attention="onednn"`` opts in; the default, ``"torch"``, keeps SDPA, because inside a whole model the gain
 shrinks: the graphs of different buckets take turns, each with its own buffers, and a packed row mixes lengths.
-Bench P4 (``--part attention``) measured MiniLM's attention 1.19x faster in place (1.07 s against 1.28 s for 256
-GSM8K solutions) and the whole scoring call 1.04x, for up to ~280 MB of compiled graphs: a lever (attention's
+Bench P4 (``--part attention``) measured MiniLM's attention 1.2x faster in place (1.03 s against 1.23 s for 256
+GSM8K solutions) and the whole scoring call 1.03-1.04x, for up to 264 MB of compiled graphs: a lever (attention's
 share of the work grows with the length of the sequences), not a default. A fused graph is used only where it
 agrees with SDPA to float rounding on a check run once per process; TorchScript is deprecated in torch, and when
 it goes the check fails and SDPA runs, with the reason in ``ScoreReport.cpu_attention``.
