@@ -17,8 +17,10 @@ What comes back is never ambiguous:
 ``fetch_files``): ``RunResult.files`` holds those that exist there as regular files, each cut to
 ``Limits.output_bytes``; a name that resolves outside the directory (a symbolic link out of it) is not read. Under
 bwrap the directory is the sandbox's own tmpfs, gone when it ends, so a small supervisor inside the same sandbox
-runs the program, then writes the files to a descriptor the program itself never holds. A run stopped by a limit
-brings no files back.
+runs the program, then writes the files to a descriptor the program itself never holds. A run stopped by its
+time limit (wall clock or CPU) still brings back what it wrote before, as SandboxFusion does: under bwrap the
+supervisor enforces the wall clock itself, kills the rest of the sandbox and reads the files, the host's deadline
+(a few seconds later) staying the backstop. A run killed for its output brings none.
 
 Limits of the design: at the ``rlimits`` and ``unshare`` levels the program sees the host's file system (as the
 caller, or as uid 65534 when the caller is root); at ``rlimits`` a program that calls ``setsid`` and forks can
@@ -41,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO
 
 from rewardflow.errors import IsolationError, SandboxError
@@ -269,21 +271,27 @@ class Sandbox:
         if collect:  # the collector's output: a host file the program cannot reach (closed for it, see below)
             channel = tempfile.TemporaryFile()
             extra.append(os.dup(channel.fileno()))  # its own number inside too; _execute closes what it passes
-            argv, env = _with_collector(argv, env, collect, extra[0], self.python, limits.output_bytes)
+            argv, env = _with_collector(argv, env, collect, extra[0], self.python, limits)
         cmd, fds = self.bwrap_command(argv, files, limits, env, as_pid1, status_fd=status_w)
         fds += [status_w, *extra]
+        if collect and "--unshare-pid" not in cmd:  # the supervisor's kill(-1) must stay inside the sandbox
+            raise SandboxError("refusing to collect files: the bwrap command has no PID namespace")
+        # a collecting supervisor stops the program at the wall-clock limit itself, then reads the files back
+        deadline = replace(limits, wall_s=limits.wall_s + _COLLECT_GRACE_S) if collect else limits
         try:
-            result = _execute(cmd, stdin, limits, fds, preexec=lambda: limited(limits), cwd="/")
+            result = _execute(cmd, stdin, deadline, fds, preexec=lambda: limited(limits), cwd="/")
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             status = _read_all(status_r)
-            collected = _read_channel(channel)
+            collected, timed_out = _read_channel(channel)
         docs = _json_docs(status)
         child = next((d for d in docs if "child-pid" in d), None)
         exited = next((d for d in docs if "exit-code" in d), None)
         exit_code, sig, stdout, stderr, limit, wall = result
+        if timed_out and limit is None:  # the supervisor killed the program at the limit, then collected
+            return RunResult(None, signal.SIGKILL, stdout, stderr, "time limit", wall, Isolation.BWRAP, files=collected)
         if child is None and limit is None:
             raise SandboxError(f"bwrap could not start the program: {stderr.decode(errors='replace').strip()[:500]}")
         if exited is not None and limit is None:
@@ -295,8 +303,9 @@ class Sandbox:
             )
         if sig == signal.SIGXCPU:
             limit = "time limit"
-        kept = {} if limit is not None else collected
-        return RunResult(exit_code, sig, stdout, stderr, limit, wall, Isolation.BWRAP, files=kept)
+        # files the supervisor read after the program ended, however it ended (the CPU limit included); none when
+        # the host had to kill the whole sandbox (output limit, or the supervisor missed its deadline)
+        return RunResult(exit_code, sig, stdout, stderr, limit, wall, Isolation.BWRAP, files=collected)
 
     # -- unshare / rlimits -----------------------------------------------------------------------------------------
 
@@ -349,8 +358,9 @@ class Sandbox:
             exit_code, sig, stdout, stderr, limit, wall = _execute(
                 cmd, stdin, limits, [], preexec=preexec, cwd=workdir, env=environment
             )
-            if limit is None:
-                collected = _read_back(workdir, collect, limits.output_bytes)
+            # read back however the program ended, a time limit included (as SandboxFusion does); the process
+            # group is dead by now (unshare: its whole PID namespace)
+            collected = _read_back(workdir, collect, limits.output_bytes)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if exit_code == 127 and level is Isolation.UNSHARE and b"unshare failed" in stderr:
@@ -374,18 +384,30 @@ def _shell_status(code: int) -> tuple[int | None, int | None]:
 
 
 #: Runs the program inside the sandbox, then reads the files named in RF_COLLECT that resolve inside the working
-#: directory and writes them, as one JSON object with base64 values, to descriptor RF_COLLECT_FD, which the
-#: program never holds (``subprocess`` closes every descriptor above 2 in it). Exits with the program's status,
-#: a signal's death as 128 + N (how bwrap reports it anyway).
-_SUPERVISOR = """import base64, json, os, subprocess, sys
+#: directory and writes them, as a JSON object ``{"files": {name: base64}, "timeout": bool}``, to descriptor
+#: RF_COLLECT_FD, which the program never holds (``subprocess`` closes every descriptor above 2 in it). It enforces
+#: the wall-clock limit itself (RF_COLLECT_WALL seconds): at the limit it kills every other process of the PID
+#: namespace (``kill(-1)`` spares the caller and the namespace's init) and still collects, as SandboxFusion returns
+#: ``fetch_files`` after a timeout; the host's own deadline, a little later, stays the backstop. Exits with the
+#: program's status, a signal's death as 128 + N (how bwrap reports it anyway).
+_SUPERVISOR = """import base64, json, os, signal, subprocess, sys
 fd = int(os.environ.pop('RF_COLLECT_FD'))
 names = json.loads(os.environ.pop('RF_COLLECT'))
 cap = int(os.environ.pop('RF_COLLECT_MAX'))
+wall = float(os.environ.pop('RF_COLLECT_WALL'))
+timeout = False
 try:
-    code = subprocess.call(sys.argv[1:])
+    child = subprocess.Popen(sys.argv[1:])
 except OSError as exc:
     sys.stderr.write(f'{sys.argv[1]}: {exc}\\n')
     code = 127
+else:
+    try:
+        code = child.wait(timeout=wall)
+    except subprocess.TimeoutExpired:
+        timeout = True
+        os.kill(-1, signal.SIGKILL)
+        code = child.wait()
 root = os.path.realpath('.')
 out = {}
 for name in names:
@@ -393,33 +415,43 @@ for name in names:
     if path.startswith(root + os.sep) and os.path.isfile(path):
         with open(path, 'rb') as f:
             out[name] = base64.b64encode(f.read(cap)).decode()
-data = memoryview(json.dumps(out).encode())
+data = memoryview(json.dumps({'files': out, 'timeout': timeout}).encode())
 while data:
     data = data[os.write(fd, data):]
 sys.exit(128 - code if code < 0 else code)
 """
 
+#: how much longer than the wall-clock limit the host waits for a collecting supervisor to kill, read and report
+_COLLECT_GRACE_S = 3.0
+
 
 def _with_collector(
-    argv: list[str], env: dict[str, str], collect: Sequence[str], fd: int, python: str, cap: int
+    argv: list[str], env: dict[str, str], collect: Sequence[str], fd: int, python: str, limits: Limits
 ) -> tuple[list[str], dict[str, str]]:
     """``argv`` run under :data:`_SUPERVISOR`, which collects the files after it and writes them to ``fd``."""
-    extra = {"RF_COLLECT": json.dumps(list(collect)), "RF_COLLECT_MAX": str(cap), "RF_COLLECT_FD": str(fd)}
+    extra = {
+        "RF_COLLECT": json.dumps(list(collect)),
+        "RF_COLLECT_MAX": str(limits.output_bytes),
+        "RF_COLLECT_FD": str(fd),
+        "RF_COLLECT_WALL": repr(float(limits.wall_s)),
+    }
     return [python, "-I", "-S", "-c", _SUPERVISOR, *argv], dict(env, **extra)
 
 
-def _read_channel(channel: IO[bytes] | None) -> dict[str, bytes]:
-    """The supervisor's JSON, decoded; nothing when it did not run to the end (the program hit a limit)."""
+def _read_channel(channel: IO[bytes] | None) -> tuple[dict[str, bytes], bool]:
+    """The supervisor's report, decoded: ``(files, whether it stopped the program at the wall-clock limit)``;
+    nothing when it did not run to the end (the host killed the sandbox)."""
     if channel is None:
-        return {}
+        return {}, False
     with channel:
         channel.seek(0)
         raw = channel.read()
     try:
-        found = json.loads(raw or b"{}")
-        return {str(k): base64.b64decode(v) for k, v in found.items()}
+        report = json.loads(raw or b"{}")
+        files = {str(k): base64.b64decode(v) for k, v in report.get("files", {}).items()}
+        return files, report.get("timeout") is True
     except (ValueError, TypeError, AttributeError):
-        return {}
+        return {}, False
 
 
 def _read_back(workdir: str, names: Sequence[str], cap: int) -> dict[str, bytes]:

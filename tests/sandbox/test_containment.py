@@ -308,5 +308,26 @@ def test_collect_reads_files_back_from_the_working_directory(level: Isolation) -
     assert result.files == {"out.txt": b"hello", "d/x.bin": (bytes(range(256)) * 10)[:1000], "given.txt": b"in"}
     with pytest.raises(ValueError, match="relative"):
         sandbox.run(["/bin/true"], collect=["/etc/passwd"])
-    slow = sandbox.run(["/bin/sh", "-c", "echo x > out.txt; sleep 30"], limits=Limits(wall_s=0.5), collect=["out.txt"])
-    assert slow.limit == "time limit" and slow.files == {}
+
+
+@pytest.mark.parametrize("level", _levels())
+def test_collect_reads_files_back_after_a_time_limit_too(level: Isolation) -> None:
+    """As SandboxFusion returns ``fetch_files`` after a timeout: the files written before the limit come back, the
+    program and what it started are dead, and the result says it was the time limit."""
+    sandbox = Sandbox(Limits(wall_s=10, cpu_s=1), level=level)
+    marker = "sleep 3141"
+    slow = sandbox.run(
+        ["/bin/sh", "-c", f"echo x > out.txt; ({marker} &); sleep 30"],
+        limits=sandbox.limits.with_(wall_s=0.5),
+        collect=["out.txt"],
+    )
+    assert (slow.limit, slow.exit_code, slow.signal) == ("time limit", None, signal.SIGKILL), slow
+    assert slow.files == {"out.txt": b"x\n"}
+    assert slow.wall_s < 10
+    deadline = time.monotonic() + 5
+    while processes_with_cmdline(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_with_cmdline(marker) == [] or level is Isolation.RLIMITS  # rlimits: a daemon can escape
+    spin = sandbox.run([sandbox.python, "-c", "open('out.txt', 'w').write('y')\nwhile True:\n    pass"],
+                       collect=["out.txt"])  # fmt: skip
+    assert spin.limit == "time limit" and spin.files == {"out.txt": b"y"}, spin
