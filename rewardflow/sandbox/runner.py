@@ -265,6 +265,8 @@ class Sandbox:
         as_pid1: bool,
         collect: Sequence[str] = (),
     ) -> RunResult:
+        if collect and "--unshare-pid" not in bwrap_args((), limits):  # the supervisor's kill(-1) stays inside
+            raise SandboxError("refusing to collect files: the bwrap command has no PID namespace")
         status_r, status_w = os.pipe()
         channel: IO[bytes] | None = None
         extra: list[int] = []
@@ -274,8 +276,6 @@ class Sandbox:
             argv, env = _with_collector(argv, env, collect, extra[0], self.python, limits)
         cmd, fds = self.bwrap_command(argv, files, limits, env, as_pid1, status_fd=status_w)
         fds += [status_w, *extra]
-        if collect and "--unshare-pid" not in cmd:  # the supervisor's kill(-1) must stay inside the sandbox
-            raise SandboxError("refusing to collect files: the bwrap command has no PID namespace")
         # a collecting supervisor stops the program at the wall-clock limit itself, then reads the files back
         deadline = replace(limits, wall_s=limits.wall_s + _COLLECT_GRACE_S) if collect else limits
         try:
