@@ -254,7 +254,7 @@ def test_fetch_files_come_back_as_in_sandboxfusions_own_example(url: str) -> Non
     assert reply["status"] == "SandboxError" and "relative" in reply["message"]
     # a run stopped by its time limit still returns what it wrote before (SandboxFusion fetches after a timeout too)
     slow = 'open("partial.txt", "w").write("step 1")\nimport time\ntime.sleep(60)'
-    body = {"code": slow, "language": "python", "run_timeout": 1, "fetch_files": ["partial.txt"]}
+    body = {"code": slow, "language": "python", "run_timeout": 3, "fetch_files": ["partial.txt"]}
     reply = requests.post(url, json=body, timeout=60).json()
     assert reply["status"] == "Failed" and reply["run_result"]["status"] == "TimeLimitExceeded", reply
     assert reply["files"] == {"partial.txt": base64.b64encode(b"step 1").decode()}
