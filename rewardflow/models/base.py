@@ -153,8 +153,8 @@ class ManagedModel:
         cpu_linear: ``"auto"`` (default), ``"onednn"`` or ``"torch"``: which kernel runs fp32 linear layers on a
             CPU compute device (:mod:`rewardflow.models.kernels`; ``auto`` measures once per process).
         cpu_attention: ``"torch"`` (default: SDPA) or ``"onednn"``: whether a packed pass's bidirectional attention
-            runs as oneDNN's fused graph (:mod:`rewardflow.models.attention`; fp32 on the CPU only; an opt-in lever
-            that pays off with longer sequences).
+            runs as oneDNN's fused graph (:mod:`rewardflow.models.attention`; fp32 on the CPU only; an opt-in lever:
+            MiniLM's attention 1.2x, its whole call 1.03-1.04x, for up to 264 MB of compiled graphs).
         packing: on the CPU, lay each micro-batch's sequences end to end with no padding and attend within each
             (:mod:`rewardflow.models.packing`); used only after a probe finds the outputs unchanged, and only by
             subclasses that read packed rows (``RewardModel``, ``SimilarityReward``).
