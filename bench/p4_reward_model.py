@@ -420,11 +420,6 @@ def minilm(n: int, rounds: int) -> None:
         f"(cpu_linear='torch', cpu_attention='torch'); linear layers: {report.cpu_linear}; attention: "
         f"{report.cpu_attention}; prefix sharing: {report.prefix_sharing}"
     )
-    fused = shared_attention()
-    print(
-        f"fused attention graphs compiled in this process: {fused.compiled} (one per sequence length seen), "
-        f"{fused.compile_s:.2f} s in all, spent in the first calls that met each length (round 1 and the warm-up)"
-    )
     diff = max(abs(a - b) for k in ("torch", "auto") for a, b in zip(scores["seed"], scores[k], strict=True))
     print(f"max |seed - rewardflow| score: {diff:.1e} (must be < 1e-4: {diff < 1e-4})")
     seconds, kernel_rates = _attention_floor(samples)
