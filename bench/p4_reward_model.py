@@ -717,7 +717,7 @@ def attention_ab(n: int, rounds: int) -> None:
 
     print(f"P4 attention: MiniLM on {n} GSM8K completions, {torch.get_num_threads()} torch thread(s), best of {rounds}")
     out = [("cpu_attention", "call s (best)", "all rounds", "attention s (best)", "attention GFLOP/s")]
-    _, flops = _seed_flops(samples)
+    _, attention_flops = _seed_flops(samples)
     for kernel in rms:
         out.append(
             (
@@ -725,7 +725,7 @@ def attention_ab(n: int, rounds: int) -> None:
                 f"{min(calls[kernel]):.2f}",
                 ", ".join(f"{v:.2f}" for v in calls[kernel]),
                 f"{min(attention[kernel]):.2f}",
-                f"{flops / min(attention[kernel]) / 1e9:.0f}",
+                f"{attention_flops / min(attention[kernel]) / 1e9:.0f}",
             )
         )
     print(table(out))

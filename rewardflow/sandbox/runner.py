@@ -358,9 +358,11 @@ class Sandbox:
             exit_code, sig, stdout, stderr, limit, wall = _execute(
                 cmd, stdin, limits, [], preexec=preexec, cwd=workdir, env=environment
             )
-            # read back however the program ended, a time limit included (as SandboxFusion does); the process
+            # read back however the program ended, a time limit included (as SandboxFusion does), except after
+            # the output limit, where bwrap's supervisor dies with the sandbox: the levels agree. The process
             # group is dead by now (unshare: its whole PID namespace)
-            collected = _read_back(workdir, collect, limits.output_bytes)
+            if limit != "output limit":
+                collected = _read_back(workdir, collect, limits.output_bytes)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if exit_code == 127 and level is Isolation.UNSHARE and b"unshare failed" in stderr:

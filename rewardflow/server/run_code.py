@@ -22,8 +22,9 @@ compiled in one sandbox, run in a second, so compile and run each have their own
 Every program runs in :class:`~rewardflow.sandbox.Sandbox`, in a thread pool bounded by the server's worker
 count, off the event loop. ``fetch_files`` come back in the reply's ``files`` (base64) as SandboxFusion returns
 them: those that exist as regular files after the run, relative to the program's directory, each cut to the
-output limit; a run stopped by its time limit returns none. Not covered: SandboxFusion's other routes
-(``/run_jupyter``, ``/submit``), and its extra Python packages (numpy and friends are not in the sandbox).
+output limit, also after a run stopped by its time limit (what it wrote before). Not covered: SandboxFusion's
+other routes (``/run_jupyter``, ``/submit``), and its extra Python packages (numpy and friends are not in the
+sandbox).
 """
 
 from __future__ import annotations

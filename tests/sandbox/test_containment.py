@@ -328,6 +328,10 @@ def test_collect_reads_files_back_after_a_time_limit_too(level: Isolation) -> No
     while processes_with_cmdline(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert processes_with_cmdline(marker) == [] or level is Isolation.RLIMITS  # rlimits: a daemon can escape
+    loud = sandbox.run(  # killed for its output: no files at any level (bwrap's collector dies with the sandbox)
+        ["/bin/sh", "-c", "echo x > out.txt; yes"], limits=sandbox.limits.with_(output_bytes=1000), collect=["out.txt"]
+    )
+    assert loud.limit == "output limit" and loud.files == {}, (level, loud)
     spin = sandbox.run([sandbox.python, "-c", "open('out.txt', 'w').write('y')\nwhile True:\n    pass"],
                        collect=["out.txt"])  # fmt: skip
     assert spin.limit == "time limit" and spin.files == {"out.txt": b"y"}, spin
