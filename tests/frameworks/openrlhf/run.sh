@@ -4,8 +4,9 @@
 #
 # openrlhf 0.11.2 requires deepspeed, flash-attn and (extra) vllm, none of which the driven code needs or builds on
 # a CPU machine, so it is installed with --no-deps plus what openrlhf/utils/agent.py,
-# trainer/ppo_utils/{experience,samples_generator}.py and cli/train_ppo_ray.py's parser import; its pinned
-# transformers==5.15.0 is kept. rewardflow comes with its `[server]` extra, so the tests can start `rewardflow serve`
+# trainer/ppo_utils/{experience,samples_generator}.py, cli/train_ppo_ray.py's parser and datasets/reward_dataset.py
+# import (HF datasets, for the reward-model test, which fakes the deepspeed, flash-attn and peft imports of
+# models/model.py); its pinned transformers==5.15.0 is kept. rewardflow comes with its `[server]` extra, so the tests can start `rewardflow serve`
 # and point OpenRLHF's own HTTP remote-RM client at it.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -18,7 +19,7 @@ if [ ! -f "$STAMP" ]; then
     test -x "$PY" || python3 -m venv "$VENV"
     $PIP install torch==2.13.0  # first: the local CPU build; nothing below may replace it
     $PIP install --no-deps openrlhf==0.11.2
-    $PIP install "transformers==5.15.0" aiohttp pylatexenc tqdm pytest
+    $PIP install "transformers==5.15.0" "datasets==5.2.0" aiohttp pylatexenc tqdm pytest
     $PIP install -e ".[server]"
     # The openrlhf wheel also installs its own test suite as a top-level package named `tests`, which shadows
     # this repository's `tests` in worker processes; it is not part of openrlhf's runtime.
