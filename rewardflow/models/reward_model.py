@@ -23,17 +23,30 @@ EOS, as chat templates do):
   found by name, or given with ``value_head=``.
 
 The score is one logit (``score_index`` or the label name ``score_label``), optionally through a sigmoid or a
-softmax over the labels. Inputs are rebuilt with the reward model's chat template when it has one
-(:mod:`rewardflow.models.templates`), else scored as ``(prompt, completion)`` text pairs, as cross-encoders are
-trained.
+softmax over the labels.
+
+How a ``(prompt, completion)`` sample becomes text (``text_format``), as the model was trained:
+
+* ``"chat"``: the conversation ``[user: prompt, assistant: completion]`` rendered with the reward model's chat
+  template (:mod:`rewardflow.models.templates`; a prompt rendered by the policy's template is re-rendered);
+* ``"pair"``: the tokenizer's text pair ``(prompt, completion)``, as cross-encoders are trained
+  (``[CLS] prompt [SEP] completion [SEP]``);
+* ``"plain"``: ``prompt + completion`` as one string, tokenized with the tokenizer's own special tokens (BOS):
+  reward models trained on plain text, such as AReaL's HH-RLHF reward models and TRL's ``RewardTrainer`` on
+  standard (non-conversational) data. OpenRLHF value heads get OpenRLHF's plain-text recipe instead: no special
+  tokens, ``eos="append"``. The prompt is taken verbatim, so it carries its own separators
+  (``"\n\nHuman: ...\n\nAssistant:"``);
+* ``"auto"`` (default): ``"chat"`` when the tokenizer has a chat template, else ``"pair"``.
 
 What the model reads is decided the way its trainer fed it:
 
 * ``eos``: ``"append"`` (OpenRLHF's reward datasets: strip trailing newlines, append `` <eos>`` unless the text
   already ends with EOS; so on Qwen's template the read is at ``<|im_end|>``, not at the newline after it),
-  ``"as-is"`` (the template's rendering unchanged: TRL's ``RewardTrainer`` on conversational data, AReaL), or
-  ``"strip"`` (trailing EOS and whitespace removed: the read falls on the completion's last token).
-  ``"auto"`` (default): ``"append"`` for OpenRLHF value heads, ``"as-is"`` otherwise;
+  ``"add"`` (EOS right after the text unless it ends with it: TRL's ``RewardTrainer`` on standard data, AReaL's
+  reward datasets), ``"as-is"`` (the text unchanged: TRL's ``RewardTrainer`` on conversational data, which
+  tokenizes the template's rendering), or ``"strip"`` (trailing EOS and whitespace removed: the read falls on the
+  completion's last token). ``"auto"`` (default): ``"append"`` for OpenRLHF value heads, else ``"add"`` for
+  ``text_format="plain"``, else ``"as-is"``;
 * truncation to ``max_length`` keeps both ends (:mod:`rewardflow.models.truncation`): BOS, the template and the
   final tokens stay, the prompt's content is cut first, then the completion's middle;
 * GRPO groups (samples with the same prompt) run the shared prompt once and their completions against its KV
@@ -74,7 +87,8 @@ _HEADS = {
 #: Where value heads live in the checkpoints of the trainers that write them (tried in this order).
 VALUE_HEAD_NAMES = ("value_head", "v_head.summary", "score")
 _TRANSFORMS = (None, "sigmoid", "softmax")
-_EOS = ("auto", "append", "as-is", "strip")
+_EOS = ("auto", "append", "add", "as-is", "strip")
+TEXT_FORMATS = ("auto", "chat", "pair", "plain")
 #: Value heads saved by OpenRLHF (``value_head``, ``score``): its reward models were trained with ``eos="append"``.
 _OPENRLHF_HEADS = ("value_head", "score")
 
@@ -97,8 +111,10 @@ class RewardModel(ManagedModel):
             in the checkpoint's config (OpenRLHF's reward normalization).
         policy_tokenizer: local directory of the policy's tokenizer, when its chat template rendered the prompts
             and differs from the reward model's: prompts are stripped of it and re-rendered.
-        eos: ``"auto"``, ``"append"``, ``"as-is"`` or ``"strip"``: how the end of the text is prepared (module
-            docstring); match it to how the reward model was trained.
+        eos: ``"auto"``, ``"append"``, ``"add"``, ``"as-is"`` or ``"strip"``: how the end of the text is prepared
+            (module docstring); match it to how the reward model was trained.
+        text_format: ``"auto"``, ``"chat"``, ``"pair"`` or ``"plain"``: how a prompt and its completion become the
+            model's text (module docstring); match it to how the reward model was trained.
         share_prefix: run a group's shared prompt once (causal models; scores are unchanged, to float error).
         groups_together: run several groups' prompts in one pass, and their completions in shared passes (``None``,
             default: on an accelerator, where a pass per group is launch-bound; one group per pass on the CPU).
@@ -128,6 +144,7 @@ class RewardModel(ManagedModel):
         normalize: bool = False,
         policy_tokenizer: str | None = None,
         eos: str = "auto",
+        text_format: str = "auto",
         share_prefix: bool = True,
         groups_together: bool | None = None,
         packing: bool = True,
@@ -158,7 +175,9 @@ class RewardModel(ManagedModel):
         if (value_head is not None or normalize) and _HEADS.get(head) != "value-head":
             raise ConfigError("value_head and normalize apply to head='value-head' only")
         if eos not in _EOS:
-            raise ConfigError(f"bad eos policy {eos!r}; use 'auto', 'append', 'as-is' or 'strip'")
+            raise ConfigError(f"bad eos policy {eos!r}; use one of {', '.join(map(repr, _EOS))}")
+        if text_format not in TEXT_FORMATS:
+            raise ConfigError(f"bad text_format {text_format!r}; use one of {', '.join(map(repr, TEXT_FORMATS))}")
         if truncation_side not in ("ends", "left", "right"):
             raise ConfigError(f"truncation_side must be 'ends', 'left' or 'right', got {truncation_side!r}")
         if policy_tokenizer is not None and not Path(policy_tokenizer).expanduser().is_dir():
@@ -189,10 +208,12 @@ class RewardModel(ManagedModel):
         self.normalize = bool(normalize)
         self.policy_tokenizer = policy_tokenizer
         self.eos = eos
+        self.text_format = text_format
         self.share_prefix = bool(share_prefix)
         self.groups_together = None if groups_together is None else bool(groups_together)
         self._encoder: Any = None  # whole-model encoder classifiers: the module whose output the head reads
-        self._eos = eos  # resolved at load ("auto" -> "append" or "as-is")
+        self._eos = eos  # resolved at load ("auto" -> "append", "add" or "as-is")
+        self._format = text_format  # resolved at load ("auto" -> "chat" or "pair")
         self._saved_pad_id: int | None = None  # the checkpoint's own config.pad_token_id, before any fallback
         self._value_head_name: str | None = None
         self._base: Any = None  # base model + linear head, when the head can be read at a chosen position
@@ -252,8 +273,10 @@ class RewardModel(ManagedModel):
         """What the model reads for each sample: the rendered conversation, or the ``(prompt, completion)`` pair."""
         self.load()
         assert self._template is not None
-        if self._template.has_template:
+        if self._format == "chat":
             return self._template.render(prompts, completions)
+        if self._format == "plain":
+            return [p + c for p, c in zip(prompts, completions, strict=True)]
         return [(self._template.user_message(p), c) for p, c in zip(prompts, completions, strict=True)]
 
     def encode(self, prompts: Sequence[str], completions: Sequence[str]) -> list[list[int]]:
@@ -374,9 +397,18 @@ class RewardModel(ManagedModel):
         if self.policy_tokenizer is not None:
             policy = load_tokenizer(self.policy_tokenizer, trust_remote_code=self.trust_remote_code)
         self._template = ChatTemplate(self._tokenizer, policy)
+        text_format = self.text_format
+        if text_format == "auto":
+            text_format = "chat" if self._template.has_template else "pair"
+        if text_format == "chat" and not self._template.has_template:
+            raise ModelError("text_format='chat' needs a chat template, and the reward model's tokenizer has none")
+        self._format = text_format
         eos = self.eos
         if eos == "auto":
-            eos = "append" if self._value_head_name in _OPENRLHF_HEADS else "as-is"
+            if self._value_head_name in _OPENRLHF_HEADS:
+                eos = "append"
+            else:
+                eos = "add" if text_format == "plain" else "as-is"
         if eos != "as-is" and (self._tokenizer.eos_token is None or self._tokenizer.eos_token_id is None):
             raise ModelError(f"eos={eos!r} needs an EOS token, and the tokenizer has none; use eos='as-is'")
         self._eos = eos
@@ -402,13 +434,21 @@ class RewardModel(ManagedModel):
         labels: list[list[int]] = []
         types: list[list[int]] | None = None
         prompt_lengths: list[int] | None = [] if tok.is_fast else None
-        if self._template.has_template:
+        if self._format in ("chat", "plain"):
             texts, spans = [], []
-            for rendered in self._template.render_spans(prompts, completions):
-                text = self._eos_text(rendered.text)
-                texts.append(text)
-                spans.append((rendered.user, rendered.completion))
-            enc = tok(texts, add_special_tokens=False, verbose=False, return_offsets_mapping=tok.is_fast)
+            if self._format == "chat":
+                for rendered in self._template.render_spans(prompts, completions):
+                    texts.append(self._eos_text(rendered.text))
+                    spans.append((rendered.user, rendered.completion))
+            else:  # the prompt verbatim, the completion right after it
+                for prompt, completion in zip(prompts, completions, strict=True):
+                    texts.append(self._eos_text(prompt + completion))
+                    end = len(prompt) + len(completion)
+                    spans.append(((0, len(prompt)), (len(prompt), end) if completion else None))
+            # a template places its own special tokens; plain text takes the tokenizer's (BOS...), as TRL and AReaL
+            # tokenize it, except under OpenRLHF heads: OpenRLHF's reward datasets tokenize without them
+            special = self._format == "plain" and self._value_head_name not in _OPENRLHF_HEADS
+            enc = tok(texts, add_special_tokens=special, verbose=False, return_offsets_mapping=tok.is_fast)
             for k, ids in enumerate(enc["input_ids"]):
                 seqs.append(list(ids))
                 if not tok.is_fast:
@@ -465,6 +505,8 @@ class RewardModel(ManagedModel):
         if self._eos == "append":
             text = text.rstrip("\n")
             return text if text.endswith(eos) else f"{text} {eos}"
+        if self._eos == "add":
+            return text if text.endswith(eos) else text + eos
         if self._eos == "strip":
             text = text.rstrip()
             while text.endswith(eos):
@@ -474,7 +516,7 @@ class RewardModel(ManagedModel):
     def _eos_ids(self, ids: list[int], labels: list[int], types: list[int] | None) -> list[int]:
         """Apply the eos policy to a text pair's token ids (``labels``/``types`` follow in place)."""
         eos_id = self._tokenizer.eos_token_id
-        if self._eos == "append" and (not ids or ids[-1] != eos_id):
+        if self._eos in ("append", "add") and (not ids or ids[-1] != eos_id):
             ids.append(eos_id)
             labels.append(FIXED)
             if types is not None:

@@ -4,13 +4,22 @@ keeps both ends, and the prefix-sharing fallback for bidirectional encoders."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from rewardflow.errors import ConfigError, ModelError
 from rewardflow.models import RewardModel
 from rewardflow.models.truncation import COMPLETION, FIXED, PROMPT, keep_ends
-from tests.models.conftest import build_tokenizer, build_value_head_checkpoint, randomize
+from tests.models.conftest import (
+    RM_TEMPLATE,
+    build_llama,
+    build_tokenizer,
+    build_value_head_checkpoint,
+    per_sample_reference,
+    randomize,
+)
 
 # Qwen2.5's chat template, reduced to its shape: every turn ends with "<|im_end|>\n", so the text ends with "\n"
 CHATML = (
@@ -201,3 +210,74 @@ def test_groups_together_score_as_groups_apart(zoo: dict[str, Path], max_batch_s
         assert report.micro_batches == apart.last_report.micro_batches
     else:
         assert report.micro_batches < apart.last_report.micro_batches
+
+
+# ---------------------------------------------------------------------------------------------- text_format
+
+HH_PROMPTS = ["\n\nHuman: what is two plus two?\n\nAssistant:", "\n\nHuman: how many eggs are left?\n\nAssistant:"]
+HH_COMPLETIONS = [" the answer is four.", " she sells 16 - 3 - 4 = 9 eggs.\n"]
+
+
+@pytest.fixture(scope="module")
+def bos_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A Llama-style tokenizer: it adds BOS to every text it encodes, and it has a chat template."""
+    from tokenizers import processors
+
+    root = tmp_path_factory.mktemp("bos")
+    tok = build_tokenizer(root / "tmp", vocab_size=320, specials=["[INST]", "[/INST]"], template=RM_TEMPLATE)
+    bos = tok.bos_token_id  # type: ignore[attr-defined]
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(  # type: ignore[attr-defined]
+        single="<s> $A", pair="<s> $A <s> $B:1", special_tokens=[("<s>", bos)]
+    )
+    assert tok("abc")["input_ids"][0] == bos  # type: ignore[operator]
+    return tok
+
+
+def test_plain_text_is_tokenized_as_areal_and_trl_tokenize_it(bos_tokenizer: object, tmp_path: Path) -> None:
+    """AReaL's HH-RLHF reward datasets (areal/dataset/hhrlhf.py, Apache-2.0) and TRL's RewardTrainer on standard
+    data (trl/trainer/reward_trainer.py, Apache-2.0) encode ``text + eos_token`` with the tokenizer's special
+    tokens; the model reads the last token (AReaL's ``compute_rw_loss``: the terminal index of each sequence)."""
+    tok: Any = bos_tokenizer
+    path = build_llama(tmp_path / "rm", tok, head="token-cls")
+    rm = RewardModel(str(path), head="token-cls", text_format="plain")  # eos="auto": "add"
+    ids = rm.encode(HH_PROMPTS, HH_COMPLETIONS)
+    expected = [tok.encode(p + c + tok.eos_token) for p, c in zip(HH_PROMPTS, HH_COMPLETIONS, strict=True)]
+    assert ids == expected
+    assert all(seq[0] == tok.bos_token_id and seq[-1] == tok.eos_token_id for seq in ids)
+    assert rm.inputs(HH_PROMPTS, HH_COMPLETIONS) == [p + c for p, c in zip(HH_PROMPTS, HH_COMPLETIONS, strict=True)]
+    scores = rm(HH_PROMPTS, HH_COMPLETIONS)
+    assert scores == pytest.approx(per_sample_reference(path, "token-cls", ids, 0), abs=1e-5)
+    # the chat rendering (the default with this tokenizer) and the plain text are two different readings
+    chat = RewardModel(str(path), head="token-cls")
+    assert chat.encode(HH_PROMPTS, HH_COMPLETIONS) != ids
+    assert scores != pytest.approx(chat(HH_PROMPTS, HH_COMPLETIONS), abs=1e-3)
+    as_is = RewardModel(str(path), head="token-cls", text_format="plain", eos="as-is")
+    assert [[*seq, tok.eos_token_id] for seq in as_is.encode(HH_PROMPTS, HH_COMPLETIONS)] == ids
+    # truncation keeps BOS and the text's end (the prompt's content goes first)
+    cut = RewardModel(str(path), head="token-cls", text_format="plain", max_length=12)
+    for a, b in zip(cut.encode(HH_PROMPTS, HH_COMPLETIONS), ids, strict=True):
+        assert len(a) == 12 and a[0] == tok.bos_token_id and a[-4:] == b[-4:]
+
+
+def test_plain_text_under_an_openrlhf_head_is_openrlhfs_recipe(bos_tokenizer: object, tmp_path: Path) -> None:
+    """OpenRLHF's RewardDataset without a chat template (openrlhf/datasets/reward_dataset.py, Apache-2.0):
+    ``(prompt + response).rstrip("\\n")``, then ``" " + eos``, tokenized without special tokens."""
+    tok: Any = bos_tokenizer
+    path = build_value_head_checkpoint(tmp_path / "rm", tok, style="openrlhf")
+    rm = RewardModel(str(path), head="value-head", text_format="plain")
+    texts = [(p + c).rstrip("\n") + " " + tok.eos_token for p, c in zip(HH_PROMPTS, HH_COMPLETIONS, strict=True)]
+    assert rm.encode(HH_PROMPTS, HH_COMPLETIONS) == [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_text_format_auto_and_its_errors(bos_tokenizer: object, zoo: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="text_format"):
+        RewardModel(str(tmp_path), text_format="markdown")
+    chat = RewardModel(str(build_llama(tmp_path / "chat", bos_tokenizer, head="token-cls")), head="token-cls")
+    assert chat.inputs(PROMPTS[:1], COMPLETIONS[:1])[0].startswith("<s>[INST]")  # auto: the template
+    plain_tok = build_tokenizer(tmp_path / "tok", vocab_size=320, specials=[], template=None)
+    no_template = build_llama(tmp_path / "pair", plain_tok, head="token-cls")
+    assert RewardModel(str(no_template), head="token-cls").inputs(PROMPTS[:1], COMPLETIONS[:1]) == [
+        (PROMPTS[0], COMPLETIONS[0])
+    ]  # auto: a text pair
+    with pytest.raises(ModelError, match="needs a chat template"):
+        RewardModel(str(no_template), head="token-cls", text_format="chat")(PROMPTS, COMPLETIONS)
