@@ -126,24 +126,36 @@ def checkpoint(openrlhf_model: Any, tmp_path_factory: pytest.TempPathFactory) ->
     return directory
 
 
-def _openrlhf_batch(tokenizer: Any, max_length: int) -> tuple[Any, Any, Any, Any]:
-    """``(chosen_ids, chosen_mask, reject_ids, reject_mask)`` from OpenRLHF's RewardDataset and collate_fn."""
+def _openrlhf_batch(tokenizer: Any, max_length: int, chat: bool = True) -> tuple[Any, Any, Any, Any]:
+    """``(chosen_ids, chosen_mask, reject_ids, reject_mask)`` from OpenRLHF's RewardDataset and collate_fn.
+
+    ``chat``: chat messages with ``apply_chat_template`` on; else plain strings (HH-RLHF style prompts)."""
     from openrlhf.datasets.reward_dataset import RewardDataset
 
-    rows = [
-        {
-            "prompt": [{"role": "user", "content": q}],
-            "chosen": [{"role": "assistant", "content": good}],
-            "rejected": [{"role": "assistant", "content": bad}],
-        }
-        for q, (good, bad) in zip(QUESTIONS, ANSWERS, strict=True)
-    ]
+    if chat:
+        rows = [
+            {
+                "prompt": [{"role": "user", "content": q}],
+                "chosen": [{"role": "assistant", "content": good}],
+                "rejected": [{"role": "assistant", "content": bad}],
+            }
+            for q, (good, bad) in zip(QUESTIONS, ANSWERS, strict=True)
+        ]
+    else:
+        rows = [
+            {"prompt": _plain_prompt(q), "chosen": f" {good}", "rejected": f" {bad}"}
+            for q, (good, bad) in zip(QUESTIONS, ANSWERS, strict=True)
+        ]
     data = types.SimpleNamespace(prompt_key="prompt", chosen_key="chosen", rejected_key="rejected")
-    data.apply_chat_template = True
+    data.apply_chat_template = chat
     strategy = types.SimpleNamespace(args=types.SimpleNamespace(data=data))
     dataset = RewardDataset(datasets.Dataset.from_list(rows), tokenizer, max_length, strategy, num_processors=1)
     chosen_ids, chosen_mask, reject_ids, reject_mask, _ = dataset.collate_fn([dataset[i] for i in range(len(rows))])
     return chosen_ids, chosen_mask, reject_ids, reject_mask
+
+
+def _plain_prompt(question: str) -> str:
+    return f"\n\nHuman: {question}\n\nAssistant:"
 
 
 def _unpad(ids: Any, mask: Any) -> list[list[int]]:
@@ -228,3 +240,19 @@ def test_openrlhf_right_cut_is_rewardflows_right_cut_with_eos_written_last(check
         assert b[-1] == eos and a[-1] == whole[limit - 1] != eos
     ends = RewardModel(str(checkpoint), head="value-head", max_length=limit).encode(prompts, completions)
     assert all(seq[0] == whole[0] and seq[-3:] == whole[-3:] for seq, whole in zip(ends, full, strict=True))
+
+
+def test_openrlhf_plain_text_is_rewardflows_plain_text_under_its_head(checkpoint: Path) -> None:
+    """Without ``apply_chat_template``, OpenRLHF joins prompt and response as they are; ``text_format="plain"``
+    under an OpenRLHF head reads the same ids (no special tokens, ``eos="append"``)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    chosen_ids, chosen_mask, reject_ids, reject_mask = _openrlhf_batch(tokenizer, max_length=512, chat=False)
+    pairs = zip(_unpad(chosen_ids, chosen_mask), _unpad(reject_ids, reject_mask), strict=True)
+    theirs = [x for pair in pairs for x in pair]
+    prompts = [_plain_prompt(q) for q in QUESTIONS for _ in range(2)]
+    completions = [f" {a}" for pair in ANSWERS for a in pair]
+    rm = RewardModel(str(checkpoint), head="value-head", text_format="plain")
+    assert rm.encode(prompts, completions) == theirs
+    assert RewardModel(str(checkpoint), head="value-head").encode(prompts, completions) != theirs

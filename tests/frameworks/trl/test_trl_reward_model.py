@@ -12,6 +12,9 @@ reads one token early. Both meet here, driven by TRL itself:
 
 rewardflow then loads the saved checkpoint and must build the same ids from the same messages and give the same
 scores, packed or padded, with either padding side, with prefix sharing or without.
+
+The same again on standard (plain-text) data, where TRL adds ``eos_token`` to each text before tokenizing it:
+rewardflow's ``text_format="plain"`` (``eos="auto"`` is ``"add"`` there).
 """
 
 from __future__ import annotations
@@ -43,12 +46,10 @@ ANSWERS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
-    """``(checkpoint saved by TRL, the trainer, its collated batch of every pair)``."""
+def _train(root: Path, rows: list[dict[str, Any]]) -> tuple[Path, Any, Any]:
+    """Train one step with TRL's RewardTrainer; ``(checkpoint saved by TRL, the trainer, its batch of every pair)``."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    root = tmp_path_factory.mktemp("trl-rm")
     tokenizer = build_tokenizer(root / "tok")
     tokenizer.pad_token = None  # Llama-3 style: no pad token; TRL falls back to EOS
     tokenizer.chat_template = CHAT_TEMPLATE.replace("<|im_end|>\n", "<|im_end|>")  # each turn ends with EOS
@@ -68,14 +69,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
     model = LlamaForSequenceClassification(config)
     with torch.no_grad():
         model.score.weight.normal_(0.0, 1.0)  # a spread of scores, so a token read wrong shows
-    rows = [
-        {
-            "prompt": [{"role": "user", "content": q}],
-            "chosen": [{"role": "assistant", "content": good}],
-            "rejected": [{"role": "assistant", "content": bad}],
-        }
-        for q, (good, bad) in zip(QUESTIONS, ANSWERS, strict=True)
-    ]
     args = trl.RewardConfig(
         output_dir=str(root / "out"),
         max_steps=1,
@@ -98,6 +91,38 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
     return checkpoint, trainer, batch
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
+    """Conversational data: chat messages, rendered by the tokenizer's template."""
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": q}],
+            "chosen": [{"role": "assistant", "content": good}],
+            "rejected": [{"role": "assistant", "content": bad}],
+        }
+        for q, (good, bad) in zip(QUESTIONS, ANSWERS, strict=True)
+    ]
+    return _train(tmp_path_factory.mktemp("trl-rm"), rows)
+
+
+@pytest.fixture(scope="module")
+def trained_plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
+    """Standard data: plain strings, the prompt with its own separators (HH-RLHF style)."""
+    rows = [
+        {"prompt": f"\n\nHuman: {q}\n\nAssistant:", "chosen": f" {good}", "rejected": f" {bad}"}
+        for q, (good, bad) in zip(QUESTIONS, ANSWERS, strict=True)
+    ]
+    return _train(tmp_path_factory.mktemp("trl-rm-plain"), rows)
+
+
+def _trl_scores(trainer: Any, batch: Any) -> list[float]:
+    """The rewards TRL's compute_loss computes on its collated batch (chosen first, then rejected)."""
+    trainer.model.eval()
+    with torch.no_grad():
+        _, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
+    return outputs.logits.squeeze(-1).tolist()
+
+
 def _texts() -> tuple[list[str], list[str]]:
     return QUESTIONS * 2, [good for good, _ in ANSWERS] + [bad for _, bad in ANSWERS]
 
@@ -117,10 +142,7 @@ def test_trl_wrote_eos_as_the_pad_id_and_rewardflow_reads_its_ids(trained: tuple
 
 def test_trl_reward_trainer_scores_equal_rewardflows(trained: tuple[Path, Any, Any]) -> None:
     checkpoint, trainer, batch = trained
-    trainer.model.eval()
-    with torch.no_grad():
-        _, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
-    theirs = outputs.logits.squeeze(-1).tolist()  # chosen first, then rejected: compute_loss's chunks
+    theirs = _trl_scores(trainer, batch)
     assert len({round(x, 3) for x in theirs}) == len(theirs)  # distinct: a row or token read wrong would show
     # the read position matters here: the same model read at the final EOS (where a pad-free search would read)
     # gives other scores than TRL trained with (its pad id is EOS, so it reads the token before)
@@ -140,3 +162,23 @@ def test_trl_reward_trainer_scores_equal_rewardflows(trained: tuple[Path, Any, A
                 assert rm(*_texts()) == pytest.approx(theirs, abs=1e-5), (side, packing, share, rm.last_report)
                 if share:
                     assert rm.last_report is not None and rm.last_report.prefix_sharing == "on"
+
+
+def test_trl_standard_data_is_rewardflows_plain_text(trained_plain: tuple[Path, Any, Any]) -> None:
+    checkpoint, trainer, batch = trained_plain
+    data = trainer.train_dataset
+    theirs_ids = list(data["chosen_ids"]) + list(data["rejected_ids"])
+    prompts = [f"\n\nHuman: {q}\n\nAssistant:" for q in QUESTIONS] * 2
+    completions = [f" {good}" for good, _ in ANSWERS] + [f" {bad}" for _, bad in ANSWERS]
+    eos = trainer.processing_class.eos_token_id
+    rm = RewardModel(str(checkpoint), text_format="plain")  # eos="auto": "add", as TRL's add_eos
+    assert rm.encode(prompts, completions) == theirs_ids
+    assert all(seq[-1] == eos for seq in theirs_ids)
+    theirs = _trl_scores(trainer, batch)
+    assert len({round(x, 3) for x in theirs}) == len(theirs)
+    for packing in (True, False):
+        assert RewardModel(str(checkpoint), text_format="plain", packing=packing)(prompts, completions) == (
+            pytest.approx(theirs, abs=1e-5)
+        )
+    # the default reading (the tokenizer's chat template) is not what this model was trained on
+    assert RewardModel(str(checkpoint)).encode(prompts, completions) != theirs_ids
