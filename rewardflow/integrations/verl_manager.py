@@ -30,6 +30,15 @@ Each ``RewardLoopWorker`` (``reward.num_workers``, 8 by default) gets its own ma
 worker processes: on a small node, lower ``reward.num_workers`` and let the engine's ``workers`` do the
 parallelism. This module imports verl; it is meant to be loaded by verl.
 
+**The prompt a reward sees** is the user message itself when verl's ``raw_prompt`` (the dataset's messages, which
+verl 0.9 keeps for its own reward models) is one user turn, as in GSM8K- and MATH-style data: a reward model renders
+it with its own chat template, as verl's reward loop does (``_preprocess_reward_inputs``), and a judge quotes the
+question. Otherwise it is the prompt as the policy read it, decoded with its template's special tokens, so that a
+reward model given ``policy_tokenizer`` strips that template or refuses a prompt it cannot split (a system prompt,
+several turns) with an error. It is never the prompt decoded without its special tokens: that text
+(``"user\nQ\nassistant\n"`` for ChatML) has lost the markers a reward model needs to find the question, and was
+scored as if it were the question.
+
 Not covered: multi-turn tool fields (``tool_extra_fields``, ``__num_turns__``) are not passed to rewards; the
 sample is the decoded last response, as verl's ``naive`` manager scores it.
 """
@@ -101,8 +110,8 @@ class RewardflowRewardManager(RewardManagerBase):
         return {"reward_score": out["score"], "reward_extra_info": out}
 
     def sample(self, item: Any) -> Sample:
-        """A :class:`Sample` from one ``DataProtoItem``: decoded prompt and response (without padding and special
-        tokens), their ids, and verl's ``data_source``/``ground_truth``/``extra_info``."""
+        """A :class:`Sample` from one ``DataProtoItem``: the prompt (module docstring), the response decoded without
+        padding and special tokens, their ids, and verl's ``data_source``/``ground_truth``/``extra_info``."""
         batch, extra = item.batch, item.non_tensor_batch
         prompt_ids, response_ids = batch["prompts"], batch["responses"]
         mask = batch["attention_mask"]
@@ -118,13 +127,26 @@ class RewardflowRewardManager(RewardManagerBase):
             dict(info) if isinstance(info, Mapping) else info,
             {},
         )
+        prompt = _single_user_message(extra.get("raw_prompt"))
+        if prompt is None:
+            prompt = self.tokenizer.decode(prompt_valid, skip_special_tokens=False)
         return Sample(
-            prompt=self.tokenizer.decode(prompt_valid, skip_special_tokens=True),
+            prompt=prompt,
             completion=sample.completion,
             prompt_ids=prompt_valid,
             completion_ids=response_valid,
             row=sample.row,
         )
+
+
+def _single_user_message(raw_prompt: Any) -> str | None:
+    """The text of ``raw_prompt`` when it is one user message with text content, else ``None``."""
+    messages = list(raw_prompt) if isinstance(raw_prompt, (list, tuple)) or hasattr(raw_prompt, "tolist") else []
+    if len(messages) != 1 or not isinstance(messages[0], Mapping):
+        return None
+    message = messages[0]
+    content = message.get("content")
+    return content if message.get("role") == "user" and isinstance(content, str) else None
 
 
 def _get(config: Any, *keys: str) -> Any:

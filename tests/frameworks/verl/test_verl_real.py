@@ -279,3 +279,169 @@ def test_manager_inside_verls_ray_reward_loop_manager(tmp_path: Path, tokenizer_
     assert out.batch["rm_scores"].sum(-1).tolist() == [1.0, 0.0] * 4
     assert out.non_tensor_batch["seen"].tolist() == [8.0] * 8  # the actor's whole chunk in one engine call
     assert out.meta_info["reward_extra_keys"] == ["score", "rewardflow_failed", "acc", "seen"]
+
+
+# ------------------------------------------------------------------------------------------ reward-model input
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAMA2 = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(policy, reward model)``: a policy tokenizer with a ChatML template, and a token-classification Llama
+    whose tokenizer has another template (Llama-2 style) and adds BOS to what it encodes, as Llama's does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForTokenClassification, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("chat")
+    specials = ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "[INST]", "[/INST]"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(["Natalia sold 48 clips in April. user assistant #### 72 The answer is 70."], trainer)
+    policy = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>")
+    policy.chat_template = CHATML
+    config = LlamaConfig(
+        vocab_size=len(policy),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=policy.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForTokenClassification(config)
+    with torch.no_grad():
+        model.score.weight.normal_(0.0, 1.0)
+    model.save_pretrained(root / "policy")  # verl reads the policy's tokenizer (and config) from here
+    policy.save_pretrained(root / "policy")
+    rm_tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    rm_tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B:1", special_tokens=[("<s>", rm_tok.bos_token_id)]
+    )
+    rm_tok.chat_template = LLAMA2
+    model.save_pretrained(root / "rm")
+    rm_tok.save_pretrained(root / "rm")
+    return root / "policy", root / "rm"
+
+
+def chat_batch(policy_dir: Path, rows: list[tuple[list[dict], str]]) -> DataProto:
+    """What verl 0.9's agent loop hands the reward loop for chat data: the prompt rendered by the policy's template
+    (left-padded), the response ending with the policy's EOS, and the dataset's messages as ``raw_prompt``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(policy_dir)
+    texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m, _ in rows]
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    responses = [[*tok.encode(r, add_special_tokens=False), tok.eos_token_id] for _, r in rows]
+    plen, rlen = max(map(len, prompts)), max(map(len, responses)) + 2
+    pad = tok.pad_token_id
+    prompt_t = torch.tensor([[pad] * (plen - len(p)) + p for p in prompts])
+    response_t = torch.tensor([r + [pad] * (rlen - len(r)) for r in responses])
+    mask = torch.tensor(
+        [
+            [0] * (plen - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (rlen - len(r))
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+    )
+    raw = np.empty(len(rows), dtype=object)
+    for i, (messages, _) in enumerate(rows):
+        raw[i] = messages
+    n = len(rows)
+    return DataProto.from_dict(
+        tensors={
+            "prompts": prompt_t,
+            "responses": response_t,
+            "attention_mask": mask,
+            "input_ids": torch.cat([prompt_t, response_t], dim=1),
+        },
+        non_tensors={
+            "data_source": np.array(["openai/gsm8k"] * n, dtype=object),
+            "reward_model": np.array([{"ground_truth": "72", "style": "rule"}] * n, dtype=object),
+            "extra_info": np.array([{"index": i} for i in range(n)], dtype=object),
+            "raw_prompt": raw,
+        },
+    )
+
+
+def test_manager_reward_model_reads_what_verls_own_reward_model_path_reads(
+    tmp_path: Path, chat_models: tuple[Path, Path]
+) -> None:
+    """verl's reward loop builds its reward model's input in ``RewardLoopWorker._preprocess_reward_inputs``:
+    ``raw_prompt`` plus the decoded response (EOS removed) rendered with the reward model's template, then
+    tokenized by the serving engine with the tokenizer's special tokens. The rewardflow manager's reward model
+    must score exactly that. (rewardflow <= stop 21 handed reward models the prompt decoded without its special
+    tokens, ``"user\\nQ\\nassistant\\n"``, and scored it as the question.)"""
+    import asyncio
+    import types
+
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from rewardflow.models import RewardModel
+
+    policy_dir, rm_dir = chat_models
+    questions = ["Natalia sold 48 clips in April.", "The answer is 70. Natalia sold clips."]
+    rows = [([{"role": "user", "content": q}], r) for q in questions for r in ("#### 72", "The answer is 70.")]
+    data = chat_batch(policy_dir, rows)
+    spec = write_spec(
+        tmp_path,
+        "workers: 1\ntimeout: 60\nrewards:\n  - name: acc\n    reward: gsm8k\n"
+        f"  - name: rm\n    reward: reward_model\n    weight: 0.0\n    params:\n      path: {rm_dir}\n"
+        "      head: token-cls\n",
+    )
+    worker = manager_worker(spec, policy_dir)
+    ours = [o["reward_extra_info"]["rm"] for o in score_on_worker_loop(worker, data)]
+
+    policy, rm_tok = AutoTokenizer.from_pretrained(policy_dir), AutoTokenizer.from_pretrained(rm_dir)
+    verl_self = types.SimpleNamespace(input_tokenizer=policy, reward_model_tokenizer=rm_tok)
+    critic = AutoModelForTokenClassification.from_pretrained(rm_dir).eval()
+    theirs = []
+    for i in range(len(rows)):
+        text = asyncio.run(RewardLoopWorker._preprocess_reward_inputs(verl_self, data[i : i + 1]))
+        ids = rm_tok(text)["input_ids"]  # the serving engine's tokenization: special tokens on (BOS back)
+        assert ids[0] == rm_tok.bos_token_id and ids.count(rm_tok.bos_token_id) == 1
+        with torch.no_grad():
+            theirs.append(critic(input_ids=torch.tensor([ids])).logits[0, -1, 0].item())
+    assert len({round(x, 4) for x in theirs}) == len(theirs)
+    assert ours == pytest.approx(theirs, abs=1e-5)
+    # the prompt text rewardflow used to hand over gives other scores
+    stripped = [
+        policy.decode(
+            data.batch["prompts"][i][data.batch["attention_mask"][i][: data.batch["prompts"].shape[1]].bool()],
+            skip_special_tokens=True,
+        )
+        for i in range(len(rows))
+    ]
+    old = RewardModel(str(rm_dir), head="token-cls")(stripped, [r for _, r in rows])
+    assert all(abs(a - b) > 1e-3 for a, b in zip(old, theirs, strict=True))
+
+
+def test_manager_prompt_a_reward_model_cannot_split_is_an_error_not_a_score(
+    tmp_path: Path, chat_models: tuple[Path, Path]
+) -> None:
+    """A system prompt is no single user turn: the prompt is handed over as the policy rendered it, and a reward
+    model told the policy's tokenizer refuses it instead of reading the markers as the question."""
+    policy_dir, rm_dir = chat_models
+    messages = [{"role": "system", "content": "The answer is 70."}, {"role": "user", "content": "Natalia sold 48."}]
+    data = chat_batch(policy_dir, [(messages, "#### 72")])
+    spec = write_spec(
+        tmp_path,
+        "workers: 1\ntimeout: 60\nrewards:\n"
+        f"  - name: rm\n    reward: reward_model\n    params:\n      path: {rm_dir}\n"
+        f"      head: token-cls\n      policy_tokenizer: {policy_dir}\n",
+    )
+    worker = manager_worker(spec, policy_dir)
+    with pytest.raises(RewardFailedError, match="chat-template tokens"):
+        score_on_worker_loop(worker, data)
