@@ -1,13 +1,15 @@
-"""A tiny chat tokenizer built on the spot (no download), shaped like Qwen's: ChatML markers, ``<|im_end|>`` EOS.
+"""A tiny chat tokenizer built on the spot (no download), shaped like Qwen's: ChatML markers, ``<|im_end|>`` EOS;
+and the config of a tiny decoder to go with it.
 
 Byte-level BPE, so ``decode(encode(text)) == text`` and special tokens decode back to their text, as they do in
-the frameworks that decode without ``skip_special_tokens``. Used by the real-framework tests of AReaL and
-OpenRLHF, in their own virtualenvs.
+the frameworks that decode without ``skip_special_tokens``. Used by the real-framework tests of AReaL, OpenRLHF
+and TRL, in their own virtualenvs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -40,3 +42,20 @@ def build_tokenizer(directory: Path):
     directory.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(directory))
     return tok
+
+
+def tiny_config(config_class: Any, tokenizer: Any, **overrides: Any) -> Any:
+    """A 2-layer, 64-wide decoder config of ``config_class`` (grouped KV heads) for ``tokenizer``'s vocabulary."""
+    values = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    values.update(overrides)
+    return config_class(**values)

@@ -18,10 +18,7 @@ trackers, none installed here), and the gateway controller that ``rw_engine.py``
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 import json
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,8 @@ datasets = pytest.importorskip("datasets")
 import torch  # noqa: E402
 
 from rewardflow.models import RewardModel  # noqa: E402
-from tests.frameworks._tokenizer import build_tokenizer  # noqa: E402
+from tests.frameworks._fakes import modules_replaced, stub  # noqa: E402
+from tests.frameworks._tokenizer import build_tokenizer, tiny_config  # noqa: E402
 
 PAIRS = [
     ("Natalia sold clips to 48 of her friends in April. How many clips?", "48 + 24 = 72. #### 72", "18"),
@@ -43,35 +41,18 @@ PAIRS = [
 ]
 
 
-def _stub(name: str, **attrs: Any) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)
-    module.__dict__.update(attrs)
-    return module
-
-
 @pytest.fixture(scope="module")
 def compute_rw_loss() -> Iterator[Any]:
     """``areal.trainer.rw.rw_engine.compute_rw_loss``, imported as the module docstring says."""
     gateway = "areal.experimental.training_service"
     stubs = {
-        "areal.trainer": _stub("areal.trainer", __path__=[str(Path(areal.__file__).parent / "trainer")]),
-        gateway: _stub(gateway),
-        f"{gateway}.controller": _stub(f"{gateway}.controller"),
-        f"{gateway}.controller.controller": _stub(f"{gateway}.controller.controller", GatewayTrainController=object),
+        "areal.trainer": stub("areal.trainer", __path__=[str(Path(areal.__file__).parent / "trainer")]),
+        gateway: stub(gateway),
+        f"{gateway}.controller": stub(f"{gateway}.controller"),
+        f"{gateway}.controller.controller": stub(f"{gateway}.controller.controller", GatewayTrainController=object),
     }
-    saved = {name: sys.modules.get(name) for name in stubs}
-    sys.modules.update(stubs)
-    try:
+    with modules_replaced(stubs, imported=("areal.trainer.rw.rw_engine", "areal.trainer.rw")):
         yield importlib.import_module("areal.trainer.rw.rw_engine").compute_rw_loss
-    finally:
-        for name in ("areal.trainer.rw.rw_engine", "areal.trainer.rw"):
-            sys.modules.pop(name, None)
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
 
 
 def _prompt(question: str) -> str:
@@ -91,19 +72,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Path]:
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="<|endoftext|> $A", pair="<|endoftext|> $A <|endoftext|> $B:1", special_tokens=[("<|endoftext|>", bos)]
     )
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=bos,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_config(LlamaConfig, tokenizer, num_labels=1, bos_token_id=bos)
     torch.manual_seed(0)
     model = LlamaForTokenClassification(config)
     with torch.no_grad():

@@ -24,8 +24,6 @@ flash-attn cannot be built on a CPU-only machine. The package ``openrlhf.models`
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
-import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +37,8 @@ datasets = pytest.importorskip("datasets")
 import torch  # noqa: E402
 
 from rewardflow.models import RewardModel  # noqa: E402
-from tests.frameworks._tokenizer import build_tokenizer  # noqa: E402
+from tests.frameworks._fakes import modules_replaced, stub  # noqa: E402
+from tests.frameworks._tokenizer import build_tokenizer, tiny_config  # noqa: E402
 
 PKG = Path(openrlhf.__file__).parent
 MEAN, STD = 0.25, 1.75
@@ -55,43 +54,26 @@ ANSWERS = [
 ]
 
 
-def _stub(name: str, **attrs: Any) -> types.ModuleType:
-    """An empty module; with a spec and no version, so transformers' availability checks read it as absent."""
-    module = types.ModuleType(name)
-    module.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)
-    module.__dict__.update(attrs)
-    return module
-
-
 @pytest.fixture(scope="module")
 def openrlhf_model() -> Iterator[Any]:
     """``openrlhf.models.model``, imported with the unused GPU/training imports faked (module docstring)."""
     unused = object()
     stubs = {
-        "deepspeed": _stub("deepspeed"),
-        "flash_attn": _stub("flash_attn"),
-        "flash_attn.bert_padding": _stub(
+        "deepspeed": stub("deepspeed"),
+        "flash_attn": stub("flash_attn"),
+        "flash_attn.bert_padding": stub(
             "flash_attn.bert_padding", index_first_axis=unused, pad_input=unused, rearrange=unused, unpad_input=unused
         ),
-        "flash_attn.utils": _stub("flash_attn.utils"),
-        "flash_attn.utils.distributed": _stub("flash_attn.utils.distributed", all_gather=unused),
-        "peft": _stub("peft", LoraConfig=unused, get_peft_model=unused, TaskType=unused),
-        "peft.tuners": _stub("peft.tuners"),
-        "peft.tuners.lora": _stub("peft.tuners.lora", LoraLayer=unused),
-        "openrlhf.models": _stub("openrlhf.models", __path__=[str(PKG / "models")]),
+        "flash_attn.utils": stub("flash_attn.utils"),
+        "flash_attn.utils.distributed": stub("flash_attn.utils.distributed", all_gather=unused),
+        "peft": stub("peft", LoraConfig=unused, get_peft_model=unused, TaskType=unused),
+        "peft.tuners": stub("peft.tuners"),
+        "peft.tuners.lora": stub("peft.tuners.lora", LoraLayer=unused),
+        "openrlhf.models": stub("openrlhf.models", __path__=[str(PKG / "models")]),
     }
-    saved = {name: sys.modules.get(name) for name in stubs}
-    sys.modules.update(stubs)
-    try:
+    loaded = ("openrlhf.models.model", "openrlhf.models.ring_attn_utils", "openrlhf.models.utils")
+    with modules_replaced(stubs, imported=loaded):
         yield importlib.import_module("openrlhf.models.model")
-    finally:
-        for name in ("openrlhf.models.model", "openrlhf.models.ring_attn_utils", "openrlhf.models.utils"):
-            sys.modules.pop(name, None)
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
 
 
 @pytest.fixture(scope="module")
@@ -102,17 +84,7 @@ def checkpoint(openrlhf_model: Any, tmp_path_factory: pytest.TempPathFactory) ->
 
     directory = tmp_path_factory.mktemp("openrlhf-rm")
     tokenizer = build_tokenizer(directory)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_config(Qwen2Config, tokenizer)
     config.normalize_reward = False
     cls = openrlhf_model._get_reward_model(Qwen2PreTrainedModel, Qwen2Model, "score")
     torch.manual_seed(0)

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
 from rewardflow.models import RewardModel  # noqa: E402
-from tests.frameworks._tokenizer import CHAT_TEMPLATE, build_tokenizer  # noqa: E402
+from tests.frameworks._tokenizer import CHAT_TEMPLATE, build_tokenizer, tiny_config  # noqa: E402
 
 QUESTIONS = [
     "Natalia sold clips to 48 of her friends in April. How many clips did Natalia sell?",
@@ -53,18 +53,7 @@ def _train(root: Path, rows: list[dict[str, Any]]) -> tuple[Path, Any, Any]:
     tokenizer = build_tokenizer(root / "tok")
     tokenizer.pad_token = None  # Llama-3 style: no pad token; TRL falls back to EOS
     tokenizer.chat_template = CHAT_TEMPLATE.replace("<|im_end|>\n", "<|im_end|>")  # each turn ends with EOS
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        num_labels=1,
-        pad_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_config(LlamaConfig, tokenizer, num_labels=1, pad_token_id=None)
     torch.manual_seed(0)
     model = LlamaForSequenceClassification(config)
     with torch.no_grad():

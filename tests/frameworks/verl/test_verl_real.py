@@ -16,6 +16,7 @@ import re
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,46 +65,53 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny(tmp_path_factory.mktemp("tiny"))
 
 
-def build_tiny(directory: Path) -> Path:
-    """A byte-level BPE tokenizer trained here and a tiny token-classification Llama: a policy tokenizer and a
-    reward model (no downloads)."""
+def train_bpe(specials: list[str], vocab_size: int = 300) -> Any:
+    """A byte-level BPE tokenizer trained here on one GSM8K-like line (no downloads)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForTokenClassification, PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    bpe.train_from_iterator(["Natalia sold 48 clips in April. #### 72 The answer is 70."], trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    bpe.train_from_iterator(["Natalia sold 48 clips in April. user assistant #### 72 The answer is 70."], trainer)
+    return bpe
+
+
+def tiny_token_classifier(tokenizer: Any) -> Any:
+    """A tiny token-classification Llama (seeded) for ``tokenizer``'s vocabulary: a reward model."""
+    from transformers import LlamaConfig, LlamaForTokenClassification
+
     config = LlamaConfig(
-        vocab_size=len(tok),
+        vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         num_labels=1,
-        pad_token_id=tok.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    LlamaForTokenClassification(config).save_pretrained(directory)
+    return LlamaForTokenClassification(config)
+
+
+def build_tiny(directory: Path) -> Path:
+    """A policy tokenizer and a tiny token-classification Llama reward model, in one directory."""
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = train_bpe(["<pad>", "<s>", "</s>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tiny_token_classifier(tok).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
 
 
-def fake_batch(tokenizer_dir: Path, rows: list[tuple[str, str, str]]) -> DataProto:
+def proto_batch(pad: int, prompts: list[list[int]], responses: list[list[int]], **fields: list[Any]) -> DataProto:
     """What the rollout hands the reward loop: left-padded prompts, right-padded responses, one attention mask,
-    and the dataset's data_source / reward_model.ground_truth / extra_info as numpy object arrays."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    prompts = [tok.encode(p) for p, _, _ in rows]
-    responses = [[*tok.encode(r), tok.eos_token_id] for _, r, _ in rows]
+    and the non-tensor ``fields`` (one value per row) as numpy object arrays."""
     plen, rlen = max(map(len, prompts)), max(map(len, responses)) + 2
-    pad = tok.pad_token_id
     prompt_t = torch.tensor([[pad] * (plen - len(p)) + p for p in prompts])
     response_t = torch.tensor([r + [pad] * (rlen - len(r)) for r in responses])
     mask = torch.tensor(
@@ -112,7 +120,12 @@ def fake_batch(tokenizer_dir: Path, rows: list[tuple[str, str, str]]) -> DataPro
             for p, r in zip(prompts, responses, strict=True)
         ]
     )
-    n = len(rows)
+    non_tensors = {}
+    for key, values in fields.items():
+        column = np.empty(len(values), dtype=object)
+        for i, value in enumerate(values):
+            column[i] = value
+        non_tensors[key] = column
     return DataProto.from_dict(
         tensors={
             "prompts": prompt_t,
@@ -120,12 +133,27 @@ def fake_batch(tokenizer_dir: Path, rows: list[tuple[str, str, str]]) -> DataPro
             "attention_mask": mask,
             "input_ids": torch.cat([prompt_t, response_t], dim=1),
         },
-        non_tensors={
-            "data_source": np.array(["openai/gsm8k"] * n, dtype=object),
-            "reward_model": np.array([{"ground_truth": gold, "style": "rule"} for _, _, gold in rows], dtype=object),
-            "extra_info": np.array([{"index": i} for i in range(n)], dtype=object),
-        },
+        non_tensors=non_tensors,
     )
+
+
+def gsm8k_fields(golds: list[str]) -> dict[str, list[Any]]:
+    """verl's data_source / reward_model.ground_truth / extra_info for GSM8K rows."""
+    return {
+        "data_source": ["openai/gsm8k"] * len(golds),
+        "reward_model": [{"ground_truth": gold, "style": "rule"} for gold in golds],
+        "extra_info": [{"index": i} for i in range(len(golds))],
+    }
+
+
+def fake_batch(tokenizer_dir: Path, rows: list[tuple[str, str, str]]) -> DataProto:
+    """Plain prompts (no chat template) and responses ending with EOS, for GSM8K rows ``(prompt, response, gold)``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    prompts = [tok.encode(p) for p, _, _ in rows]
+    responses = [[*tok.encode(r), tok.eos_token_id] for _, r, _ in rows]
+    return proto_batch(tok.pad_token_id, prompts, responses, **gsm8k_fields([gold for _, _, gold in rows]))
 
 
 ROWS = [
@@ -297,32 +325,14 @@ LLAMA2 = (
 def chat_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """``(policy, reward model)``: a policy tokenizer with a ChatML template, and a token-classification Llama
     whose tokenizer has another template (Llama-2 style) and adds BOS to what it encodes, as Llama's does."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForTokenClassification, PreTrainedTokenizerFast
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
 
     root = tmp_path_factory.mktemp("chat")
-    specials = ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "[INST]", "[/INST]"]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator(["Natalia sold 48 clips in April. user assistant #### 72 The answer is 70."], trainer)
+    bpe = train_bpe(["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "[INST]", "[/INST]"], vocab_size=320)
     policy = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>")
     policy.chat_template = CHATML
-    config = LlamaConfig(
-        vocab_size=len(policy),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=policy.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForTokenClassification(config)
+    model = tiny_token_classifier(policy)
     with torch.no_grad():
         model.score.weight.normal_(0.0, 1.0)
     model.save_pretrained(root / "policy")  # verl reads the policy's tokenizer (and config) from here
@@ -346,34 +356,8 @@ def chat_batch(policy_dir: Path, rows: list[tuple[list[dict], str]]) -> DataProt
     texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m, _ in rows]
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     responses = [[*tok.encode(r, add_special_tokens=False), tok.eos_token_id] for _, r in rows]
-    plen, rlen = max(map(len, prompts)), max(map(len, responses)) + 2
-    pad = tok.pad_token_id
-    prompt_t = torch.tensor([[pad] * (plen - len(p)) + p for p in prompts])
-    response_t = torch.tensor([r + [pad] * (rlen - len(r)) for r in responses])
-    mask = torch.tensor(
-        [
-            [0] * (plen - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (rlen - len(r))
-            for p, r in zip(prompts, responses, strict=True)
-        ]
-    )
-    raw = np.empty(len(rows), dtype=object)
-    for i, (messages, _) in enumerate(rows):
-        raw[i] = messages
-    n = len(rows)
-    return DataProto.from_dict(
-        tensors={
-            "prompts": prompt_t,
-            "responses": response_t,
-            "attention_mask": mask,
-            "input_ids": torch.cat([prompt_t, response_t], dim=1),
-        },
-        non_tensors={
-            "data_source": np.array(["openai/gsm8k"] * n, dtype=object),
-            "reward_model": np.array([{"ground_truth": "72", "style": "rule"}] * n, dtype=object),
-            "extra_info": np.array([{"index": i} for i in range(n)], dtype=object),
-            "raw_prompt": raw,
-        },
-    )
+    fields = gsm8k_fields(["72"] * len(rows))
+    return proto_batch(tok.pad_token_id, prompts, responses, **fields, raw_prompt=[m for m, _ in rows])
 
 
 def test_manager_reward_model_reads_what_verls_own_reward_model_path_reads(
