@@ -88,7 +88,7 @@ _HEADS = {
 VALUE_HEAD_NAMES = ("value_head", "v_head.summary", "score")
 _TRANSFORMS = (None, "sigmoid", "softmax")
 _EOS = ("auto", "append", "add", "as-is", "strip")
-TEXT_FORMATS = ("auto", "chat", "pair", "plain")
+_TEXT_FORMATS = ("auto", "chat", "pair", "plain")
 #: Value heads saved by OpenRLHF (``value_head``, ``score``): its reward models were trained with ``eos="append"``.
 _OPENRLHF_HEADS = ("value_head", "score")
 
@@ -176,8 +176,8 @@ class RewardModel(ManagedModel):
             raise ConfigError("value_head and normalize apply to head='value-head' only")
         if eos not in _EOS:
             raise ConfigError(f"bad eos policy {eos!r}; use one of {', '.join(map(repr, _EOS))}")
-        if text_format not in TEXT_FORMATS:
-            raise ConfigError(f"bad text_format {text_format!r}; use one of {', '.join(map(repr, TEXT_FORMATS))}")
+        if text_format not in _TEXT_FORMATS:
+            raise ConfigError(f"bad text_format {text_format!r}; use one of {', '.join(map(repr, _TEXT_FORMATS))}")
         if truncation_side not in ("ends", "left", "right"):
             raise ConfigError(f"truncation_side must be 'ends', 'left' or 'right', got {truncation_side!r}")
         if policy_tokenizer is not None and not Path(policy_tokenizer).expanduser().is_dir():
@@ -270,7 +270,8 @@ class RewardModel(ManagedModel):
         return [float(row) for row in rows]
 
     def inputs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[Any]:
-        """What the model reads for each sample: the rendered conversation, or the ``(prompt, completion)`` pair."""
+        """What the model reads for each sample (``text_format``): the rendered conversation, the plain text, or the
+        ``(prompt, completion)`` pair."""
         self.load()
         assert self._template is not None
         if self._format == "chat":
