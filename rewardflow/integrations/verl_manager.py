@@ -34,8 +34,8 @@ parallelism. This module imports verl; it is meant to be loaded by verl.
 verl 0.9 keeps for its own reward models) is one user turn, as in GSM8K- and MATH-style data: a reward model renders
 it with its own chat template, as verl's reward loop does (``_preprocess_reward_inputs``), and a judge quotes the
 question. Otherwise it is the prompt as the policy read it, decoded with its template's special tokens, so that a
-reward model given ``policy_tokenizer`` strips that template or refuses a prompt it cannot split (a system prompt,
-several turns) with an error. It is never the prompt decoded without its special tokens: that text
+reward model refuses a prompt it cannot split (a system prompt, several turns) with an error
+(:mod:`rewardflow.models.templates`). It is never the prompt decoded without its special tokens: that text
 (``"user\nQ\nassistant\n"`` for ChatML) has lost the markers a reward model needs to find the question, and was
 scored as if it were the question.
 

@@ -14,7 +14,9 @@ it with the reward model's template:
 
 A template's shape is learned once by rendering a sentinel message, so any Jinja template works without parsing
 it. Multi-turn or custom-rendered prompts cannot be split safely: a user message that still contains a
-template's special tokens raises :class:`~rewardflow.errors.ModelError` rather than being scored as garbage.
+template's special tokens raises :class:`~rewardflow.errors.ModelError` rather than being scored as garbage. So
+does one holding the turn markers of a widely used template (:data:`CHAT_MARKERS`): a prompt rendered by a policy
+template the reward model was not given (no ``policy_tokenizer``), whose markers it would otherwise read as text.
 Templates whose rendering depends on the date (some Llama 3 ones) are matched against the date at load time.
 """
 
@@ -26,9 +28,30 @@ from typing import Any
 
 from rewardflow.errors import ModelError
 
-__all__ = ["ChatTemplate", "Rendered"]
+__all__ = ["CHAT_MARKERS", "ChatTemplate", "Rendered"]
 
 _SENTINEL = "\ue000rewardflow-user-message\ue001"
+
+#: Turn markers of widely used chat templates: ChatML (Qwen and many others), Llama 3, Llama 2 and Mistral, Gemma,
+#: Phi-3 and Zephyr, DeepSeek, gpt-oss. A prompt that still holds one after stripping was rendered by a template
+#: this reward model was not told about (no ``policy_tokenizer``), or holds more than one turn: read as the user
+#: message, its markers would be scored as text.
+CHAT_MARKERS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|start_header_id|>",
+    "<|eot_id|>",
+    "[INST]",
+    "[/INST]",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+    "<\uff5cUser\uff5c>",
+    "<\uff5cAssistant\uff5c>",
+    "<|start|>",
+)
 
 
 class _Shape:
@@ -88,14 +111,15 @@ class ChatTemplate:
         """Recover the user message from a rendered or plain prompt; raise for a prompt that cannot be split."""
         shapes = [s for s in (self._policy, self._own) if s is not None]
         message = next((m for m in (s.strip(prompt) for s in shapes) if m is not None), prompt)
-        for shape in shapes:
-            found = [m for m in shape.markers if m in message]
-            if found:
-                raise ModelError(
-                    f"prompt still contains chat-template tokens {found} after stripping one user turn: a "
-                    "multi-turn or custom-rendered prompt cannot be re-templated safely; pass the plain user "
-                    "message as the prompt, or the matching policy_tokenizer"
-                )
+        known = {m for shape in shapes for m in shape.markers} | set(CHAT_MARKERS)
+        found = sorted(m for m in known if m in message)
+        if found:
+            raise ModelError(
+                f"prompt still contains chat-template tokens {found} after stripping one user turn: a "
+                "multi-turn or custom-rendered prompt, or one rendered by a policy template the reward model "
+                "was not given, cannot be re-templated safely; pass the plain user message as the prompt, or the "
+                "matching policy_tokenizer"
+            )
         return message
 
     def render(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:

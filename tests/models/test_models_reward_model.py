@@ -172,8 +172,9 @@ def test_retemplating_when_policy_tokenizer_differs(zoo: dict[str, Path]) -> Non
     assert all(t.startswith("<s>[INST] ") and "<|user|>" not in t and "<|end|>" not in t for t in texts)
     assert texts == plain.inputs(QUESTIONS, COMPLETIONS)  # same conversation as from the plain question
     assert retemplating(rendered, COMPLETIONS) == pytest.approx(plain(QUESTIONS, COMPLETIONS), abs=1e-6)
-    # without the policy tokenizer the policy's markers reach the reward model, and the scores move
-    assert plain(rendered, COMPLETIONS) != pytest.approx(plain(QUESTIONS, COMPLETIONS), abs=1e-3)
+    # without the policy tokenizer the policy's markers would reach the reward model as text: refused, not scored
+    with pytest.raises(ModelError, match="policy template the reward model was not given"):
+        plain(rendered, COMPLETIONS)
 
 
 def test_prompt_rendered_with_the_models_own_template_is_not_doubled(zoo: dict[str, Path]) -> None:

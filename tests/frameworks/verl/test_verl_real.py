@@ -416,16 +416,16 @@ def test_manager_prompt_a_reward_model_cannot_split_is_an_error_not_a_score(
     tmp_path: Path, chat_models: tuple[Path, Path]
 ) -> None:
     """A system prompt is no single user turn: the prompt is handed over as the policy rendered it, and a reward
-    model told the policy's tokenizer refuses it instead of reading the markers as the question."""
+    model refuses it instead of reading the markers as the question, told the policy's tokenizer or not."""
     policy_dir, rm_dir = chat_models
     messages = [{"role": "system", "content": "The answer is 70."}, {"role": "user", "content": "Natalia sold 48."}]
     data = chat_batch(policy_dir, [(messages, "#### 72")])
-    spec = write_spec(
-        tmp_path,
-        "workers: 1\ntimeout: 60\nrewards:\n"
-        f"  - name: rm\n    reward: reward_model\n    params:\n      path: {rm_dir}\n"
-        f"      head: token-cls\n      policy_tokenizer: {policy_dir}\n",
-    )
-    worker = manager_worker(spec, policy_dir)
-    with pytest.raises(RewardFailedError, match="chat-template tokens"):
-        score_on_worker_loop(worker, data)
+    for told in (f"      policy_tokenizer: {policy_dir}\n", ""):
+        spec = write_spec(
+            tmp_path,
+            "workers: 1\ntimeout: 60\nrewards:\n"
+            f"  - name: rm\n    reward: reward_model\n    params:\n      path: {rm_dir}\n      head: token-cls\n{told}",
+        )
+        worker = manager_worker(spec, policy_dir)
+        with pytest.raises(RewardFailedError, match="chat-template tokens"):
+            score_on_worker_loop(worker, data)
