@@ -96,6 +96,9 @@ class ChatTemplate:
             policy = _Shape(policy_tokenizer)
             if self._own is None or (policy.prefix, policy.suffix) != (self._own.prefix, self._own.suffix):
                 self._policy = policy
+        self._shapes = [s for s in (self._policy, self._own) if s is not None]  # stripped in this order
+        # what a recovered user message may not contain: the known templates' markers and widely used ones
+        self._markers = sorted({m for shape in self._shapes for m in shape.markers} | set(CHAT_MARKERS))
 
     @property
     def has_template(self) -> bool:
@@ -109,10 +112,8 @@ class ChatTemplate:
 
     def user_message(self, prompt: str) -> str:
         """Recover the user message from a rendered or plain prompt; raise for a prompt that cannot be split."""
-        shapes = [s for s in (self._policy, self._own) if s is not None]
-        message = next((m for m in (s.strip(prompt) for s in shapes) if m is not None), prompt)
-        known = {m for shape in shapes for m in shape.markers} | set(CHAT_MARKERS)
-        found = sorted(m for m in known if m in message)
+        message = next((m for m in (s.strip(prompt) for s in self._shapes) if m is not None), prompt)
+        found = [m for m in self._markers if m in message]
         if found:
             raise ModelError(
                 f"prompt still contains chat-template tokens {found} after stripping one user turn: a "

@@ -274,10 +274,7 @@ def test_text_format_auto_and_its_errors(bos_tokenizer: object, zoo: dict[str, P
         RewardModel(str(tmp_path), text_format="markdown")
     chat = RewardModel(str(build_llama(tmp_path / "chat", bos_tokenizer, head="token-cls")), head="token-cls")
     assert chat.inputs(PROMPTS[:1], COMPLETIONS[:1])[0].startswith("<s>[INST]")  # auto: the template
-    plain_tok = build_tokenizer(tmp_path / "tok", vocab_size=320, specials=[], template=None)
-    no_template = build_llama(tmp_path / "pair", plain_tok, head="token-cls")
-    assert RewardModel(str(no_template), head="token-cls").inputs(PROMPTS[:1], COMPLETIONS[:1]) == [
-        (PROMPTS[0], COMPLETIONS[0])
-    ]  # auto: a text pair
+    no_template = str(zoo["plain_seq_cls"])  # a classifier whose tokenizer has no chat template
+    assert RewardModel(no_template).inputs(PROMPTS[:1], COMPLETIONS[:1]) == [(PROMPTS[0], COMPLETIONS[0])]  # a pair
     with pytest.raises(ModelError, match="needs a chat template"):
-        RewardModel(str(no_template), head="token-cls", text_format="chat")(PROMPTS, COMPLETIONS)
+        RewardModel(no_template, text_format="chat")(PROMPTS, COMPLETIONS)
